@@ -1,0 +1,150 @@
+"""mmsegmentation 1.2 transfer: configs (protocol values), the shared ViT backbone and layer-decay constructor
+(transfer/openmmlab_models.py, registered in mmseg and mmdet), and 2-iteration CPU runs through mmengine's
+Runner (python -m transfer.mmseg.train ... --tiny) with project-exported weights on a tiny ADE20K set."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+pytestmark = pytest.mark.openmmlab
+torch.set_num_threads(1)
+CFG = Path("transfer/mmseg/configs")
+
+
+def _cfg(name: str):
+    from mmengine.config import Config
+    return Config.fromfile(str(CFG / name))
+
+
+# ----------------------------------------------------------------------------- configs = the protocols (spec §5)
+def test_upernet_vit_config_is_the_spec_protocol():
+    c = _cfg("upernet_vit_base_160k.py")
+    m = c.model
+    assert (m.backbone.type, m.backbone.preset, m.backbone.out_indices, m.backbone.img_size) == \
+        ("A2MIMViT", "vit_base", (3, 5, 7, 11), 512)
+    assert (m.neck.type, m.neck.rescales) == ("Feature2Pyramid", [4, 2, 1, 0.5])
+    assert (m.decode_head.type, m.auxiliary_head.type, m.auxiliary_head.loss_decode.loss_weight) == \
+        ("UPerHead", "FCNHead", 0.4)
+    assert m.decode_head.num_classes == m.auxiliary_head.num_classes == 150
+    assert (m.test_cfg.mode, m.test_cfg.crop_size, m.test_cfg.stride) == ("slide", (512, 512), (341, 341))
+    ow = c.optim_wrapper
+    assert ow.optimizer == dict(type="AdamW", lr=1e-4, betas=(0.9, 0.999), weight_decay=0.05)
+    assert ow.constructor == "LayerDecayOptimWrapperConstructor" and ow.paramwise_cfg.decay_rate == 0.65
+    warm, poly = c.param_scheduler
+    assert (warm.type, warm.end, poly.type, poly.power, poly.begin, poly.end) == \
+        ("LinearLR", 1500, "PolyLR", 1.0, 1500, 160000)
+    assert c.train_cfg.max_iters == 160000 and c.train_dataloader.batch_size == 2    # x 8 GPUs = 16
+    assert m.pretrained is None
+
+
+@pytest.mark.parametrize("name,head", [("upernet_r50_160k.py", "UPerHead"), ("fcn_d8_r50_160k.py", "FCNHead")])
+def test_r50_configs_use_the_plain_stem(name, head):
+    c = _cfg(name)
+    bb = c.model.backbone
+    assert bb.type == "ResNet" and not bb.get("deep_stem", False) and bb.init_cfg is None
+    assert c.model.pretrained is None and c.model.decode_head.type == head
+    assert c.model.decode_head.num_classes == 150 and c.train_cfg.max_iters == 160000
+    if head == "FCNHead":
+        assert (bb.strides, bb.dilations) == ((1, 2, 1, 1), (1, 1, 2, 4))
+
+
+# ----------------------------------------------------------------------------- shared ViT backbone + constructor
+def test_a2mim_vit_features_equal_timm_beit():
+    from pretrain.models import build_backbone
+    from transfer.openmmlab_models import A2MIMViT
+    torch.manual_seed(0)
+    ours = A2MIMViT("vit_tiny", img_size=64, out_indices=(1, 3), drop_path_rate=0.0, final_norm=True).eval()
+    ref = build_backbone("vit_tiny", img_size=64, drop_path_rate=0.0).eval()
+    ref.load_state_dict(ours.state_dict())           # same timm names, strict
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        o1, o3 = ours(x)
+        mid = ref.forward_intermediates(x, indices=[1], intermediates_only=True)[0]      # (2, 96, 4, 4)
+        last = ref.forward_features(x)[:, 1:].transpose(1, 2).reshape(2, 96, 4, 4)      # final norm applied
+    assert torch.allclose(o1, mid, atol=1e-5) and torch.allclose(o3, last, atol=1e-5)
+    with torch.no_grad():
+        small = ours(torch.randn(1, 3, 48, 40))       # padded to 64, features cropped to ceil(48/16) x ceil(40/16)
+    assert [tuple(t.shape) for t in small] == [(1, 96, 3, 3), (1, 96, 3, 3)]
+    with pytest.raises(ValueError, match="input 80x64 is larger than img_size 64"):
+        ours(torch.randn(1, 3, 80, 64))
+
+
+def test_layer_decay_groups_hand_values():
+    import torch.nn as nn
+    from transfer.openmmlab_models import A2MIMViT, LayerDecayOptimWrapperConstructor
+    model = nn.Module()
+    model.backbone = A2MIMViT("vit_tiny", img_size=32, out_indices=(3,))      # 4 blocks
+    model.head = nn.Linear(96, 2)
+    ow = LayerDecayOptimWrapperConstructor(
+        dict(type="OptimWrapper", optimizer=dict(type="AdamW", lr=1.0, weight_decay=0.05)),
+        dict(decay_rate=0.5))(model)
+    groups = ow.optimizer.param_groups
+    where = {n: (g["lr"], g["weight_decay"]) for g in groups for n in g["param_names"]}
+    # lr = 0.5 ** (4 + 1 - layer_id): embeddings 0, blocks.i -> i+1, everything after the backbone 5
+    assert where["backbone.pos_embed"] == (0.5 ** 5, 0.0)
+    assert where["backbone.cls_token"] == (0.5 ** 5, 0.0)
+    assert where["backbone.patch_embed.proj.weight"] == (0.5 ** 5, 0.05)
+    assert where["backbone.blocks.0.attn.qkv.weight"] == (0.5 ** 4, 0.05)
+    assert where["backbone.blocks.2.attn.relative_position_bias_table"] == (0.5 ** 2, 0.0)
+    assert where["backbone.blocks.3.gamma_1"] == (0.5, 0.0)
+    assert where["backbone.blocks.3.norm2.weight"] == (0.5, 0.0)
+    assert where["backbone.blocks.3.mlp.fc1.bias"] == (0.5, 0.0)
+    assert where["head.weight"] == (1.0, 0.05) and where["head.bias"] == (1.0, 0.0)
+    assert sorted(where) == sorted(n for n, p in model.named_parameters())      # each parameter exactly once
+
+
+def test_registered_in_mmseg_and_mmdet():
+    import transfer.mmdet.models  # noqa: F401
+    import transfer.mmseg.models  # noqa: F401
+    from mmdet.registry import MODELS as DET, OPTIM_WRAPPER_CONSTRUCTORS as DET_OWC
+    from mmseg.registry import MODELS as SEG, OPTIM_WRAPPER_CONSTRUCTORS as SEG_OWC
+    from transfer.openmmlab_models import A2MIMViT, LayerDecayOptimWrapperConstructor
+    assert DET.module_dict["A2MIMViT"] is SEG.module_dict["A2MIMViT"] is A2MIMViT
+    assert DET_OWC.module_dict["LayerDecayOptimWrapperConstructor"] is LayerDecayOptimWrapperConstructor
+    assert SEG_OWC.module_dict["LayerDecayOptimWrapperConstructor"] is LayerDecayOptimWrapperConstructor
+
+
+# ----------------------------------------------------------------------------- entry point + 2-iteration runs
+def test_wrong_data_root_names_the_ade_layout(tmp_path, r50_weights):
+    from transfer.mmseg.train import main
+    from transfer.openmmlab_common import DataLayoutError
+    with pytest.raises(DataLayoutError) as e:
+        main([str(CFG / "fcn_d8_r50_160k.py"), "--weights", str(r50_weights), "--data-root", str(tmp_path)])
+    msg = str(e.value)
+    assert "ADEChallengeData2016 layout" in msg
+    assert f"{tmp_path}/images/training/ (train; non-empty folder)" in msg
+    assert f"{tmp_path}/annotations/validation/ (val; non-empty folder)" in msg
+
+
+def _run_and_check(tmp_path, ade_root, weights, config, n_matched):
+    from pretrain.fileio import sha256_file
+    from transfer.mmseg.train import main
+    from transfer.results import read_result
+    work = tmp_path / Path(config).stem
+    main([str(CFG / config), "--weights", str(weights), "--work-dir", str(work),
+          "--data-root", str(ade_root.parent), "--tiny", "64"])       # the folder holding ADEChallengeData2016
+    res = read_result(work / "result.json")
+    assert (res["task"], res["framework"], res["dataset"]) == ("ade20k_semseg", "mmseg", "ade20k")
+    assert res["weights_sha256"] == sha256_file(weights)
+    assert set(res["metrics"]) == {"mIoU", "aAcc"} and all(0 <= v <= 100 for v in res["metrics"].values())
+    rep = json.loads((work / "load_report.json").read_text())
+    assert rep["ok"] and rep["counts"]["missing"] == 0 and rep["counts"]["matched"] == n_matched
+    lines = [json.loads(x) for x in (work / "metrics.jsonl").read_text().splitlines()]
+    assert [x["iter"] for x in lines if x["split"] == "train"] == [1, 2]
+    (val,) = [x for x in lines if x["split"] == "val"]
+    assert abs(val["mIoU"] - res["metrics"]["mIoU"]) < 1e-3
+
+
+def test_train_upernet_vit_base(tmp_path, ade_root, vitb_weights):
+    _run_and_check(tmp_path, ade_root, vitb_weights, "upernet_vit_base_160k.py", 196)
+
+
+def test_train_upernet_r50(tmp_path, ade_root, r50_weights):
+    _run_and_check(tmp_path, ade_root, r50_weights, "upernet_r50_160k.py", 318)
+
+
+def test_train_fcn_d8_r50(tmp_path, ade_root, r50_weights):
+    _run_and_check(tmp_path, ade_root, r50_weights, "fcn_d8_r50_160k.py", 318)

@@ -1,0 +1,1 @@
+"""COCO instance segmentation transfer with mmdet 3.3 (configs/, models.py, train.py)."""

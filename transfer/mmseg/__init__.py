@@ -1,0 +1,1 @@
+"""ADE20K semantic segmentation transfer with mmsegmentation 1.2 (configs/, models.py, train.py)."""
