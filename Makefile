@@ -25,3 +25,9 @@ test-quick: setup-env    ## unit tests only: no slow runs, no SLURM cluster
 
 perf: setup-env          ## CPU perf ratios (A²MIM step vs bare backbone, loader vs torchvision)
 	$(PY) -m benchmarks.perf.pretrain_step $(ARGS)
+
+slurm-up:                ## start the local single-node test cluster (state under $SLURM_TEST_BASE or /tmp/a2mim-slurm)
+	@SLURM_TEST_BASE=$${SLURM_TEST_BASE:-/tmp/a2mim-slurm} bash slurm/cluster/start.sh
+
+slurm-down:              ## stop it (by PID)
+	@SLURM_TEST_BASE=$${SLURM_TEST_BASE:-/tmp/a2mim-slurm} bash slurm/cluster/stop.sh

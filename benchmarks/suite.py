@@ -109,7 +109,7 @@ def plan(suite: dict, out: Path, data_root: Path | None = None) -> list[Step]:
     if data_cfg.get("generate") == "toy":
         argv = ["benchmarks.toydata", str(data_root), "--size", str(data_cfg.get("size", 64)),
                 "--seed", str(data_cfg.get("seed", 0))]
-        steps.append(Step("data/toy", "data", argv, out / "logs", data_root / "DONE.json"))
+        steps.append(Step("data/toy", "data", argv, out / "logs", data_root / "toyworld.json"))
         deps_data = ["data/toy"]
     ctx = dict(out=out, data=data_root)
     weights: dict[str, Path] = {}
