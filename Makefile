@@ -27,7 +27,7 @@ perf: setup-env          ## CPU perf ratios (A²MIM step vs bare backbone, loade
 	$(PY) -m benchmarks.perf.pretrain_step $(ARGS)
 
 slurm-up:                ## start the local single-node test cluster (state under $SLURM_TEST_BASE or /tmp/a2mim-slurm)
-	@SLURM_TEST_BASE=$${SLURM_TEST_BASE:-/tmp/a2mim-slurm} bash slurm/cluster/start.sh
+	@bash slurm/cluster/start.sh $${SLURM_TEST_BASE:-/tmp/a2mim-slurm}
 
 slurm-down:              ## stop it (by PID)
-	@SLURM_TEST_BASE=$${SLURM_TEST_BASE:-/tmp/a2mim-slurm} bash slurm/cluster/stop.sh
+	@bash slurm/cluster/stop.sh $${SLURM_TEST_BASE:-/tmp/a2mim-slurm}
