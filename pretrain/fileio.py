@@ -19,6 +19,7 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Any], None], mode: st
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(fd, 0o666 & ~_umask())     # mkstemp creates 0600; give the file the mode open() would
         with os.fdopen(fd, mode) as f:
             write(f)
             f.flush()
@@ -38,6 +39,12 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Any], None], mode: st
     finally:
         os.close(dfd)
     return path
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
