@@ -47,18 +47,28 @@ def resolve_checkpoint(src: str | Path) -> Path:
     return src
 
 
-def export_checkpoint(src: str | Path, out: str | Path) -> Path:
+def load_pretrain_model(src: str | Path):
+    """-> (A2MIM model, its PretrainConfig, step, epoch, checkpoint path) from a run folder or a checkpoint file."""
     from pretrain.engine import build_model
 
     path = resolve_checkpoint(src)
     ck = load_checkpoint(path)
     for key in ("model", "config", "step", "epoch"):
-        if key not in ck:
+        if not isinstance(ck, dict) or key not in ck:
             raise CheckpointError(f"{path}: not a pre-training checkpoint (no '{key}' entry)")
     cfg = from_yaml_text(ck["config"], where=f"{path} (config)")
     model = build_model(cfg)
-    model.load_state_dict(ck["model"])  # strict: the checkpoint was written by this model class
-    return export_model(model, cfg, out, int(ck["step"]), int(ck["epoch"]))
+    try:
+        model.load_state_dict(ck["model"])  # strict: the checkpoint was written by this model class
+    except RuntimeError as e:
+        raise CheckpointError(f"{path}: weights do not fit the model its config builds: "
+                              f"{str(e).splitlines()[0]}") from None
+    return model, cfg, int(ck["step"]), int(ck["epoch"]), path
+
+
+def export_checkpoint(src: str | Path, out: str | Path) -> Path:
+    model, cfg, step, epoch, _ = load_pretrain_model(src)
+    return export_model(model, cfg, out, step, epoch)
 
 
 def export_random(out: str | Path, model_overrides: list[str] = (), seed: int = 0, method: str = "random") -> Path:

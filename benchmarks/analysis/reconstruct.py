@@ -32,29 +32,12 @@ from benchmarks.analysis.spectrum import amplitude, band_edges, centred_log, rad
 from pretrain.fileio import atomic_write_json
 
 
-class ReconstructError(ValueError):
-    """A checkpoint that is not a loadable pre-training checkpoint; the message names the file."""
-
-
 def load_pretrain_model(src: str | Path) -> tuple[torch.nn.Module, dict, Path]:
     """-> (A2MIM model in eval mode, {'step', 'epoch'}, checkpoint path) from a run folder or a checkpoint."""
-    from pretrain.checkpoint import load_checkpoint
-    from pretrain.config import from_yaml_text
-    from pretrain.engine import build_model
-    from pretrain.export import resolve_checkpoint
+    from pretrain.export import load_pretrain_model as load
 
-    path = resolve_checkpoint(src)
-    ck = load_checkpoint(path)
-    missing = [k for k in ("model", "config") if not isinstance(ck, dict) or k not in ck]
-    if missing:
-        raise ReconstructError(f"{path}: not a pre-training checkpoint (no {missing} entries)")
-    model = build_model(from_yaml_text(ck["config"], where=f"{path} (config)"))
-    try:
-        model.load_state_dict(ck["model"])        # strict: written by this model class from this config
-    except RuntimeError as e:
-        raise ReconstructError(f"{path}: weights do not fit the model its config builds: "
-                               f"{str(e).splitlines()[0]}") from None
-    return model.eval(), {"step": ck.get("step"), "epoch": ck.get("epoch")}, path
+    model, _, step, epoch, path = load(src)
+    return model.eval(), {"step": step, "epoch": epoch}, path
 
 
 def pick_images(folder: str | Path, n: int) -> list[str]:
@@ -153,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
     from pretrain.config import ConfigError
     try:
         out = run(args)
-    except (AnalysisDataError, CheckpointError, ConfigError, ReconstructError, FileNotFoundError, ValueError) as e:
+    except (AnalysisDataError, CheckpointError, ConfigError, FileNotFoundError, ValueError) as e:
         print(f"error: {type(e).__name__}: {e}", file=sys.stderr)
         return 1
     print(out / "reconstruction.png")
