@@ -33,8 +33,8 @@ def _f32(t: torch.Tensor) -> torch.Tensor:
 
 
 def _focal(d: torch.Tensor, alpha: float, gamma: float) -> torch.Tensor:
-    """d * (2*sigmoid(alpha*d) - 1)**gamma for d >= 0 (elementwise)."""
-    w = torch.sigmoid(alpha * d) * 2 - 1
+    """d * (2*sigmoid(alpha*d) - 1)**gamma for d >= 0 (elementwise); 2*sigmoid(z) - 1 == tanh(z/2), one kernel."""
+    w = torch.tanh(d * (alpha / 2))
     return d * w if gamma == 1.0 else d * w.pow(gamma)
 
 
@@ -44,49 +44,48 @@ def focal_l1(pred: torch.Tensor, target: torch.Tensor, alpha: float = 0.2, gamma
         return _focal((_f32(pred) - _f32(target)).abs(), alpha, gamma)
 
 
-def spatial_loss(x_rec: torch.Tensor, x: torch.Tensor, mask_pix: torch.Tensor, kind: str = "focal_l1") -> torch.Tensor:
-    """sum(l * m) / (sum(m) + 1e-5) / 3 — mean of the elementwise loss over masked pixels and the 3 channels."""
+# The two terms are computed from ONE fp32 difference d = x_rec - x (B, 3, H, W) that they share; every
+# full-size elementwise pass costs as much as the decoder on a GPU, so the passes are kept few.
+def _spatial(d: torch.Tensor, m: torch.Tensor, kind: str) -> torch.Tensor:
     if kind not in ("focal_l1", "l1"):
         raise ValueError(f"spatial loss kind must be 'focal_l1' or 'l1', got {kind!r}")
+    a = d.abs()
+    l = a if kind == "l1" else _focal(a, 0.2, 1.0)
+    return (l * m).sum() / (m.sum() + _EPS) / d.shape[1]
+
+
+def _frequency(d: torch.Tensor, m: torch.Tensor, unmask_weight: float, focal: bool) -> torch.Tensor:
+    # x_t - x = m_f*(x_rec - x) + (1-m_f)*(0.5*x_rec.detach() + 0.5*x - x) = m_f*d + (1-m_f)*0.5*d.detach()
+    m_f = m if unmask_weight == 0 else m + (1 - m) * unmask_weight     # (B, 1, H, W)
+    e = torch.addcmul(d * m_f, d.detach(), (1 - m_f) * 0.5)           # x_t - x
+    if focal:
+        diff = torch.fft.fft2(e.mean(0, keepdim=True), norm="ortho")   # (1, 3, H, W) complex
+        d2 = diff.real.square() + diff.imag.square()                   # D^2
+        with torch.no_grad():                                          # W is detached (no gradient through it)
+            w = torch.log1p(d2.sqrt())
+            w = (w / w.max()).nan_to_num_(0.0).clamp_(0.0, 1.0)
+        return (w * d2).mean()
+    return _focal(torch.fft.fft2(e, norm="ortho").abs(), 0.2, 1.0).mean()   # (B, 3, H, W) spectra
+
+
+def spatial_loss(x_rec: torch.Tensor, x: torch.Tensor, mask_pix: torch.Tensor, kind: str = "focal_l1") -> torch.Tensor:
+    """sum(l * m) / (sum(m) + 1e-5) / 3 — mean of the elementwise loss over masked pixels and the 3 channels."""
     with _fp32_region(x_rec):
-        m = mask_pix.float()
-        d = (x_rec.float() - x.float()).abs()                # (B, 3, H, W)
-        l = d if kind == "l1" else _focal(d, 0.2, 1.0)
-        return (l * m).sum() / (m.sum() + _EPS) / x.shape[1]
+        return _spatial(x_rec.float() - x.float(), mask_pix.float(), kind)
 
 
 def frequency_loss(x_rec: torch.Tensor, x: torch.Tensor, mask_pix: torch.Tensor, unmask_weight: float = 0.0,
-                   focal: bool = True, target_fft: torch.Tensor | None = None) -> torch.Tensor:
+                   focal: bool = True) -> torch.Tensor:
     """Frequency term of spec §2.
 
     m_f = m + (1-m)*w_u ;  x_t = x_rec*m_f + (0.5*x_rec.detach() + 0.5*x)*(1-m_f)
     focal=True : D = |mean_B fft2(x_t) - mean_B fft2(x)| (1,3,H,W); W = log(D+1)/max, NaN->0, clamp [0,1],
                  detached; L = mean(W * D^2).
     focal=False: L = mean(focal_l1(fft2(x_t), fft2(x))) per sample (no batch averaging).
-    All FFTs are 2-D over (H, W), norm='ortho'. `target_fft` (optional, precomputed): the batch-mean target
-    spectrum (1,3,H,W) if focal, else the per-sample spectra (B,3,H,W); by default the difference is transformed
-    directly (see module docstring), which is cheaper than any precomputation.
+    All FFTs are 2-D over (H, W), norm='ortho'; by linearity only the difference x_t - x is transformed.
     """
     with _fp32_region(x_rec):
-        x_rec, x, m = x_rec.float(), x.float(), mask_pix.float()
-        m_f = m + (1 - m) * unmask_weight                        # (B, 1, H, W)
-        mix = 0.5 * x_rec.detach() + 0.5 * x                     # detached mix outside the mask
-        x_t = torch.lerp(mix, x_rec, m_f)                        # = x_rec*m_f + mix*(1-m_f)
-        if focal:
-            if target_fft is None:
-                diff = torch.fft.fft2((x_t - x).mean(0, keepdim=True), norm="ortho")   # (1, 3, H, W) complex
-            else:
-                diff = torch.fft.fft2(x_t.mean(0, keepdim=True), norm="ortho") - target_fft
-            d2 = diff.real.square() + diff.imag.square()         # D^2
-            with torch.no_grad():                                # W is detached (no gradient through weights)
-                w = torch.log1p(d2.sqrt())
-                w = (w / w.max()).nan_to_num_(0.0).clamp_(0.0, 1.0)
-            return (w * d2).mean()
-        if target_fft is None:
-            diff = torch.fft.fft2(x_t - x, norm="ortho")         # (B, 3, H, W) complex
-        else:
-            diff = torch.fft.fft2(x_t, norm="ortho") - target_fft
-        return _focal(diff.abs(), 0.2, 1.0).mean()
+        return _frequency(x_rec.float() - x.float(), mask_pix.float(), unmask_weight, focal)
 
 
 class A2MIMLoss(nn.Module):
@@ -96,18 +95,19 @@ class A2MIMLoss(nn.Module):
         super().__init__()
         self.preset = preset
 
-    def forward(self, x_rec: torch.Tensor, x: torch.Tensor, mask_pix: torch.Tensor,
-                target_fft: torch.Tensor | None = None):
+    def forward(self, x_rec: torch.Tensor, x: torch.Tensor, mask_pix: torch.Tensor):
         p = self.preset
         if x_rec.shape != x.shape:
             raise ValueError(f"reconstruction shape {tuple(x_rec.shape)} != target shape {tuple(x.shape)}")
-        l_spa = spatial_loss(x_rec, x, mask_pix, p.spatial)
-        if p.freq_weight > 0:
-            l_freq = frequency_loss(x_rec, x, mask_pix, p.unmask_weight, p.freq_focal, target_fft)
-            total = l_spa + p.freq_weight * l_freq
-        else:
-            l_freq = l_spa.new_zeros(())
-            total = l_spa
+        with _fp32_region(x_rec):
+            d, m = x_rec.float() - x.float(), mask_pix.float()          # shared by both terms
+            l_spa = _spatial(d, m, p.spatial)
+            if p.freq_weight > 0:
+                l_freq = _frequency(d, m, p.unmask_weight, p.freq_focal)
+                total = l_spa + p.freq_weight * l_freq
+            else:
+                l_freq = l_spa.new_zeros(())
+                total = l_spa
         return total, {"loss_spatial": l_spa.detach(), "loss_freq": l_freq.detach()}
 
     def extra_repr(self) -> str:
