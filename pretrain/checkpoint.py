@@ -27,6 +27,7 @@ from pretrain.fileio import atomic_write
 
 CKPT_VERSION = 1
 _NUMBERED = re.compile(r"^step_(\d{8,})\.pt$")
+_TEMP = re.compile(r"^\.(last\.pt|step_\d{8,}\.pt)\..+\.(tmp|lnk)$")   # atomic_write / link temps of a killed writer
 
 
 class CheckpointError(RuntimeError):
@@ -58,6 +59,23 @@ def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict:
         raise CheckpointError(f"{path}: not a readable checkpoint (truncated or corrupt?): "
                               f"{_torch_reason(str(e))}") from None
     return obj
+
+
+def state_dict_mismatch(model: torch.nn.Module, state: dict, limit: int = 8) -> str:
+    """Why `state` does not load into `model`, naming the keys: "missing [...]; unexpected [...]; shape a.w:
+    checkpoint (3,) vs model (4,)". For messages where load_state_dict's own error would be cut to its first line
+    ('Error(s) in loading state_dict for X:'), which names no key."""
+    own = model.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    shapes = [f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(v.shape)}" for k, v in own.items()
+              if k in state and hasattr(state[k], "shape") and tuple(state[k].shape) != tuple(v.shape)]
+
+    def part(name, items):
+        more = f" ... +{len(items) - limit} more" if len(items) > limit else ""
+        return f"{len(items)} {name} {items[:limit]}{more}" if items else ""
+    parts = [part("missing", missing), part("unexpected", unexpected), part("shape-mismatched", shapes)]
+    return "; ".join(p for p in parts if p) or "keys and shapes agree"
 
 
 def _torch_reason(msg: str) -> str:
@@ -127,8 +145,20 @@ class CheckpointDir:
             old.unlink(missing_ok=True)
         return path
 
+    def remove_stale_temps(self) -> list[Path]:
+        """Delete temp files a killed writer left behind (a crash mid-save cannot clean up); returns them."""
+        stale = [p for p in self.folder.iterdir() if _TEMP.match(p.name)] if self.folder.is_dir() else []
+        for p in stale:
+            p.unlink(missing_ok=True)
+        if stale:
+            warnings.warn(f"removed {len(stale)} partial checkpoint file(s) of an interrupted save: "
+                          f"{[p.name for p in stale]}", stacklevel=2)
+        return stale
+
     def load_latest(self, map_location: Any = "cpu") -> tuple[dict, Path] | None:
-        """The newest loadable checkpoint (last.pt, else numbered ones newest first); None if there is none."""
+        """The newest loadable checkpoint (last.pt, else numbered ones newest first); None if there is none.
+        Called when a run starts (no writer is active): partial temp files of a killed save are removed first."""
+        self.remove_stale_temps()
         candidates = ([self.last] if self.last.is_file() else []) + [p for _, p in reversed(self.numbered())]
         errors = []
         for p in candidates:

@@ -3,8 +3,10 @@
 Determinism (exact resume, workers never share RNG): the sampler yields (index, epoch) keys; each sample draws
 its crop/flip, its mask and any replacement of an unreadable image from generators seeded by
 SeedSequence([seed, epoch, index]) - independent of worker id, worker count and of the global RNGs.
-Unreadable images are skipped (warning naming the path), replaced by another index drawn from that sample's
-generator, and reported with the batch, so the trainer counts them and fails past data.skip_budget.
+Images decode to 8-bit RGB via pretrain.imageio (16-bit, CMYK, palette/alpha conventions there).
+Unreadable images (truncated, zero-byte, not an image, decompression bombs) are skipped (warning naming the path),
+replaced by another index drawn from that sample's generator, and reported with the batch, so the trainer counts
+them and fails past data.skip_budget.
 """
 from __future__ import annotations
 
@@ -18,13 +20,10 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset, Sampler
 
+from pretrain.imageio import IMG_EXTS, DataError, decode_rgb
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-IMG_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".ppm", ".pgm", ".gif")
-
-
-class DataError(RuntimeError):
-    """Bad data configuration or too many unreadable images; the message names paths and limits."""
 
 
 # ---- image lists
@@ -96,25 +95,8 @@ class MaskedImageDataset(Dataset):
         return len(self.paths)
 
     def decode(self, path: str) -> Image.Image:
-        """Open and fully decode as RGB; raises DataError (with the path) on anything unreadable."""
-        limit = self.max_image_pixels if self.max_image_pixels is not None else Image.MAX_IMAGE_PIXELS
-        if limit is not None and Image.MAX_IMAGE_PIXELS is not None and limit > Image.MAX_IMAGE_PIXELS:
-            Image.MAX_IMAGE_PIXELS = limit        # a larger configured limit replaces PIL's (never disables it)
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("error", Image.DecompressionBombWarning)
-                with Image.open(path) as im:
-                    w, h = im.size
-                    if limit is not None and w * h > limit:
-                        raise DataError(f"{path}: {w}x{h} = {w * h} pixels exceeds the decompression-bomb limit "
-                                        f"{limit} (data.max_image_pixels); refusing to decode it")
-                    return im.convert("RGB")      # forces the full decode; truncated files raise here
-        except DataError:
-            raise
-        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
-            raise DataError(f"{path}: refused by PIL's decompression-bomb guard: {e}") from None
-        except Exception as e:  # OSError, SyntaxError, ValueError... from PIL's plugins
-            raise DataError(f"{path}: unreadable image ({type(e).__name__}: {e})") from None
+        """Open and fully decode as 8-bit RGB (pretrain.imageio conventions); DataError naming the path otherwise."""
+        return decode_rgb(path, self.max_image_pixels)
 
     def __getitem__(self, key):
         index, epoch = key if isinstance(key, tuple) else (key, 0)

@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 import torch
-from pretrain.checkpoint import CheckpointError, load_checkpoint
+from pretrain.checkpoint import CheckpointError, load_checkpoint, state_dict_mismatch
 from pretrain.config import (ConfigError, ModelConfig, PretrainConfig, from_yaml_text, load_model_config,
                              resolve_preset, to_dict)
 from pretrain.export_format import write_backbone
@@ -62,7 +62,7 @@ def load_pretrain_model(src: str | Path):
         model.load_state_dict(ck["model"])  # strict: the checkpoint was written by this model class
     except RuntimeError as e:
         raise CheckpointError(f"{path}: weights do not fit the model its config builds: "
-                              f"{str(e).splitlines()[0]}") from None
+                              f"{state_dict_mismatch(model, ck['model'])}") from None
     return model, cfg, int(ck["step"]), int(ck["epoch"]), path
 
 

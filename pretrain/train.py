@@ -30,7 +30,7 @@ def main(argv: list[str] | None = None) -> int:
         cfg = load_config(args.config, args.overrides)
         from pretrain.engine import train
         run_dir = train(cfg)
-    except (ConfigError, DataError, CheckpointError, FloatingPointError) as e:
+    except (ConfigError, DataError, CheckpointError, FloatingPointError, OSError) as e:  # OSError: e.g. disk full
         print(f"error: {type(e).__name__}: {e}", file=sys.stderr)
         return 1
     logging.getLogger("pretrain").info("run folder: %s", run_dir)

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from pretrain.checkpoint import (CheckpointDir, CheckpointError, capture_rng, load_checkpoint, restore_rng,
-                                 save_checkpoint)
+                                 save_checkpoint, state_dict_mismatch)
 
 
 def _rewrite_forever(path: str) -> None:
@@ -117,3 +117,26 @@ def test_rng_state_round_trips_through_a_weights_only_file(tmp_path):
     random.seed(99), np.random.seed(99), torch.manual_seed(99)
     restore_rng(load_checkpoint(tmp_path / "r.pt")["rng"])
     assert (random.random(), np.random.standard_normal(3).tolist(), torch.rand(3).tolist()) == expected
+
+
+def test_stale_temp_files_of_a_killed_save_are_removed_and_nothing_else(tmp_path):
+    d = CheckpointDir(tmp_path, keep_last=2)
+    d.save({"step": 1}, 1)
+    stale = [tmp_path / ".last.pt.a1b2c3.tmp", tmp_path / ".step_00000002.pt.x_9.tmp", tmp_path / ".last.pt.q.lnk"]
+    keep = [tmp_path / ".notes.tmp", tmp_path / "step_00000002.pt.tmp", tmp_path / ".config.yaml.zz.tmp"]
+    for p in stale + keep:
+        p.write_bytes(b"partial")
+    with pytest.warns(UserWarning, match=r"removed 3 partial checkpoint file\(s\) of an interrupted save"):
+        ck, path = d.load_latest()
+    assert ck["step"] == 1 and path.name == "last.pt"
+    assert not any(p.exists() for p in stale) and all(p.exists() for p in keep)
+
+
+def test_state_dict_mismatch_names_missing_unexpected_and_misshaped_keys():
+    m = torch.nn.Sequential(torch.nn.Linear(2, 3), torch.nn.Linear(3, 1))     # 0.weight (3,2) 0.bias 1.weight 1.bias
+    sd = dict(m.state_dict())
+    sd["0.wieght"] = sd.pop("0.weight")
+    sd["1.bias"] = torch.zeros(4)
+    assert state_dict_mismatch(m, sd) == ("1 missing ['0.weight']; 1 unexpected ['0.wieght']; 1 shape-mismatched "
+                                          "['1.bias: checkpoint (4,) vs model (1,)']")
+    assert state_dict_mismatch(m, m.state_dict()) == "keys and shapes agree"
