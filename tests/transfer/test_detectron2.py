@@ -345,3 +345,24 @@ def test_train_rejects_bad_layout_and_kind(r50, toy_coco, tmp_path, capsys):
     assert main(["--config", "vit_base_sfp", "--weights", str(r50["export"]), "--data-root", str(toy_coco),
                  "--output-dir", str(tmp_path / "vit"), *TINY]) == 2
     assert "needs ViT weights" in capsys.readouterr().err
+
+
+def test_train_preflight_names_a_bad_annotation(r50, toy_coco, tmp_path, capsys):
+    """A COCO json with an unknown category id fails before detectron2 starts, naming the file and the id."""
+    import json
+    import shutil
+
+    from transfer.detectron2.train import main
+
+    root = tmp_path / "coco"
+    shutil.copytree(toy_coco, root)
+    ann = root / "annotations" / "instances_val2017.json"
+    data = json.loads(ann.read_text())
+    data["annotations"][0]["category_id"] = 999
+    ann.write_text(json.dumps(data))
+    argv = ["--config", "r50_c4_1x", "--weights", str(r50["export"]), "--output-dir", str(tmp_path / "run"),
+            "--data-root", str(root)]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "instances_val2017.json" in err and "999" in err
+    assert not (tmp_path / "run" / "result.json").exists()

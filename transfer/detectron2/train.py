@@ -50,6 +50,17 @@ def coco_paths(root: str | Path) -> dict[str, tuple[Path, Path]]:
     return paths
 
 
+def preflight_coco(root: str | Path) -> None:
+    """The shared COCO pre-flight (pretrain.datacheck) on both splits: DatasetError naming files and keys."""
+    from pretrain.datacheck import Report, check_coco_images, check_coco_json
+
+    rep = Report("detectron2 data", str(root))
+    for ann, images in coco_paths(root).values():
+        _, files = check_coco_json(ann, images, rep=rep)
+        check_coco_images(files, rep, full=False)
+    rep.raise_if_bad()
+
+
 def coco_num_classes(ann: Path) -> int:
     try:
         cats = json.loads(ann.read_text()).get("categories")
@@ -218,7 +229,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     try:  # fail before spawning workers: bad config keys, data layout, weights path
         get_config(args.config, args.opts)
-        coco_paths(args.data_root)
+        preflight_coco(args.data_root)
         if not Path(args.weights).is_file():
             raise FileNotFoundError(f"--weights {args.weights}: no such file")
     except (KeyError, ValueError, FileNotFoundError, AssertionError) as e:
