@@ -4,6 +4,8 @@ load_config(yaml_path, ["optim.lr=1e-3", ...]) -> PretrainConfig (a plain datacl
 Strict: an unknown key fails naming the nearest valid key; a value of the wrong type fails naming the key
 and the expected type; enumerated strings (method, precision, ...) fail naming the allowed values.
 to_yaml(cfg) is the resolved text written to <run>/config.yaml and into every checkpoint.
+StrictSchema holds the strict loader for any dataclass tree; PRETRAIN is the pre-training one, and
+transfer/classification/config.py builds its own from the shared LoopRunConfig / ScheduleConfig sections.
 """
 from __future__ import annotations
 
@@ -12,7 +14,7 @@ import difflib
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional
 
 from omegaconf import MISSING, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
@@ -87,25 +89,30 @@ class ScheduleConfig:
 
 
 @dataclass
-class RunConfig:
+class LoopRunConfig:
+    """The `run` keys the training loop itself reads (pretrain/loop.py); each task's run section extends it."""
     out_dir: str = MISSING                # the run folder (auto-resumes from it)
     seed: int = 0
-    batch_per_gpu: int = 256              # per process; the frequency loss averages spectra over it
+    batch_per_gpu: int = 256              # per process (pre-training: the frequency loss averages spectra over it)
     accum_steps: int = 1                  # global batch = batch_per_gpu * world_size * accum_steps
     precision: str = "fp32"               # fp32 | bf16 | fp16 (GradScaler)
     device: str = "auto"                  # auto | cpu | cuda
     log_interval: int = 50                # optimizer steps
     ckpt_interval: int = 1000             # optimizer steps (a final checkpoint is always written)
-    image_interval: int = 5000            # reconstruction PNG every N steps (and at the end); 0: end only
-    num_vis: int = 4                      # images in the reconstruction grid
     keep_last: int = 3                    # numbered checkpoints kept beside last.pt
     max_steps: Optional[int] = None       # stop early at this global step (tests, smoke runs)
     syncbn: bool = False                  # convert BatchNorm to SyncBatchNorm (multi-GPU CNNs)
     channels_last: bool = False
     compile: bool = False                 # torch.compile the model
     tensorboard: bool = True
-    export_at_end: bool = True            # write <run>/backbone.safetensors when the run completes
     debug_nan_step: int = -1              # debug hook: the loss becomes NaN at this global step
+
+
+@dataclass
+class RunConfig(LoopRunConfig):
+    image_interval: int = 5000            # reconstruction PNG every N steps (and at the end); 0: end only
+    num_vis: int = 4                      # images in the reconstruction grid
+    export_at_end: bool = True            # write <run>/backbone.safetensors when the run completes
 
 
 @dataclass
@@ -130,7 +137,7 @@ CHOICES = {
 }
 
 
-def _leaf_types(cls=PretrainConfig, prefix: str = "") -> dict[str, Any]:
+def _leaf_types(cls, prefix: str = "") -> dict[str, Any]:
     """Every valid dotted key -> its annotation. Dict fields are leaves (their content is free-form)."""
     out = {}
     hints = typing.get_type_hints(cls)
@@ -141,10 +148,6 @@ def _leaf_types(cls=PretrainConfig, prefix: str = "") -> dict[str, Any]:
         else:
             out[key] = tp
     return out
-
-
-LEAF_TYPES = _leaf_types()
-_SECTIONS = {k.split(".")[0] for k in LEAF_TYPES}
 
 
 def _type_name(tp) -> str:
@@ -159,67 +162,150 @@ def _type_name(tp) -> str:
     return "any" if tp is Any else getattr(tp, "__name__", str(tp))
 
 
-def _unknown(key: str, where: str) -> ConfigError:
-    valid = list(LEAF_TYPES) + sorted(_SECTIONS)
-    near = difflib.get_close_matches(key, valid, n=1, cutoff=0.5)
-    if not near:  # a misspelled leaf under a correct section: compare the leaf names there
-        sect = key.rsplit(".", 1)[0]
-        near = difflib.get_close_matches(key, [k for k in LEAF_TYPES if k.startswith(sect + ".")], n=1, cutoff=0.3)
-    hint = f" (did you mean '{near[0]}'?)" if near else ""
-    return ConfigError(f"{where}: unknown config key '{key}'{hint}")
+def _get(obj, key: str):
+    for part in key.split("."):
+        obj = getattr(obj, part)
+    return obj
 
 
-def _check_keys(d: Any, where: str, prefix: str = "") -> None:
-    if not isinstance(d, dict):
-        raise ConfigError(f"{where}: expected a mapping at '{prefix.rstrip('.') or '<top>'}', got {type(d).__name__}")
-    for k, v in d.items():
-        key = prefix + str(k)
-        if key in LEAF_TYPES:
-            continue
-        if key in _SECTIONS:
-            _check_keys(v, where, key + ".")
-        else:
-            raise _unknown(key, where)
+class StrictSchema:
+    """Strict YAML + key=value loading of one structured-config dataclass tree (shared by every entry point).
+
+    root: the top dataclass (sections are dataclass-typed fields, any depth); choices: dotted key -> allowed
+    values; checks(cfg) -> [(key, ok, expected)]: range checks, reported as "config key 'k' = v; expected ...".
+    """
+
+    def __init__(self, root: type, choices: dict[str, tuple], checks: Callable[[Any], list] = lambda cfg: [],
+                 extra: Callable[[Any], None] = lambda cfg: None):
+        self.root, self.choices, self.checks, self.extra = root, dict(choices), checks, extra
+        self.leaf_types = _leaf_types(root)
+        self.sections = {k.rsplit(".", i)[0] for k in self.leaf_types for i in range(1, k.count(".") + 1)}
+
+    # ---- key checks
+    def unknown(self, key: str, where: str) -> ConfigError:
+        valid = list(self.leaf_types) + sorted(self.sections)
+        near = difflib.get_close_matches(key, valid, n=1, cutoff=0.5)
+        if not near:  # a misspelled leaf under a correct section: compare the leaf names there
+            sect = key.rsplit(".", 1)[0]
+            near = difflib.get_close_matches(key, [k for k in self.leaf_types if k.startswith(sect + ".")], n=1,
+                                             cutoff=0.3)
+        hint = f" (did you mean '{near[0]}'?)" if near else ""
+        return ConfigError(f"{where}: unknown config key '{key}'{hint}")
+
+    def check_keys(self, d: Any, where: str, prefix: str = "") -> None:
+        if not isinstance(d, dict):
+            raise ConfigError(f"{where}: expected a mapping at '{prefix.rstrip('.') or '<top>'}', "
+                              f"got {type(d).__name__}")
+        for k, v in d.items():
+            key = prefix + str(k)
+            if key in self.leaf_types:
+                continue
+            if key in self.sections:
+                self.check_keys(v, where, key + ".")
+            else:
+                raise self.unknown(key, where)
+
+    def merge(self, base, other, where: str):
+        try:
+            return OmegaConf.merge(base, other)
+        except OmegaConfBaseException as e:
+            key = getattr(e, "full_key", None) or "?"
+            msg = str(e).splitlines()[0]
+            tp = self.leaf_types.get(key)
+            expected = f"; expected {_type_name(tp)}" if tp is not None else ""
+            raise ConfigError(f"{where}: bad value for config key '{key}': {msg}{expected}") from None
+
+    def parse_override(self, item: str):
+        if "=" not in item:
+            raise ConfigError(f"override '{item}': expected key=value (e.g. optim.lr=1e-3)")
+        key = item.split("=", 1)[0].strip()
+        if key not in self.leaf_types:
+            if key in self.sections:
+                raise ConfigError(f"override '{item}': '{key}' is a section; set one of its keys "
+                                  f"(e.g. {key}.<name>=...)")
+            raise self.unknown(key, f"override '{item}'")
+        try:
+            return OmegaConf.from_dotlist([item])
+        except OmegaConfBaseException as e:
+            raise ConfigError(f"override '{item}': cannot parse ({str(e).splitlines()[0]})") from None
+
+    def check_choices(self, cfg, prefix: str = "") -> None:
+        """Enumerated strings; with prefix (e.g. 'model.') only the keys under it, cfg being that section."""
+        for key, allowed in self.choices.items():
+            if not key.startswith(prefix):
+                continue
+            val = _get(cfg, key[len(prefix):])
+            if val not in allowed:
+                shown = [a for a in allowed if a is not None]
+                near = difflib.get_close_matches(str(val), shown, n=1)
+                hint = f" (did you mean '{near[0]}'?)" if near else ""
+                raise ConfigError(f"config key '{key}' = {val!r}{hint}; expected one of {shown}")
+
+    def validate(self, cfg):
+        """choices, then extra(cfg) (raises ConfigError itself), then the range checks."""
+        self.check_choices(cfg)
+        self.extra(cfg)
+        for key, ok, expected in self.checks(cfg):
+            if not ok:
+                raise ConfigError(f"config key '{key}' = {_get(cfg, key)!r}; expected {expected}")
+        return cfg
+
+    # ---- loading
+    def load(self, path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()):
+        """Defaults <- YAML preset <- key=value overrides, strictly checked; returns a root dataclass instance."""
+        cfg = OmegaConf.structured(self.root)
+        if path is not None:
+            path = Path(path)
+            if not path.is_file():
+                raise ConfigError(f"config file not found: {path}")
+            try:
+                raw = OmegaConf.load(path)
+            except Exception as e:  # yaml scanner/parser errors
+                raise ConfigError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
+            if raw is not None and len(raw):
+                self.check_keys(OmegaConf.to_container(raw), str(path))
+                cfg = self.merge(cfg, raw, str(path))
+        for item in overrides:
+            cfg = self.merge(cfg, self.parse_override(item), f"override '{item}'")
+        missing = [k for k in self.leaf_types
+                   if OmegaConf.is_missing(OmegaConf.select(cfg, k.rsplit(".", 1)[0]), k.rsplit(".", 1)[1])]
+        if missing:
+            raise ConfigError(f"config keys without a value: {missing} (set them in the YAML or as key=value)")
+        try:
+            obj = OmegaConf.to_object(cfg)
+        except OmegaConfBaseException as e:
+            raise ConfigError(f"config: {str(e).splitlines()[0]}") from None
+        return self.validate(obj)
+
+    def from_yaml_text(self, text: str, where: str = "checkpoint config"):
+        """Parse a resolved config text (from a checkpoint or config.yaml) back into the root dataclass."""
+        raw = OmegaConf.create(text)
+        self.check_keys(OmegaConf.to_container(raw), where)
+        return self.validate(OmegaConf.to_object(self.merge(OmegaConf.structured(self.root), raw, where)))
+
+    def changed_keys(self, old_text: str, new_text: str) -> list[str]:
+        """Dotted keys whose values differ between two resolved config texts (e.g. a checkpoint's and this run's)."""
+        def flat(d, prefix=""):
+            out = {}
+            for k, v in d.items():
+                out.update(flat(v, f"{prefix}{k}.") if isinstance(v, dict) and f"{prefix}{k}" in self.sections else
+                           {f"{prefix}{k}": v})
+            return out
+        a = flat(OmegaConf.to_container(OmegaConf.create(old_text)))
+        b = flat(OmegaConf.to_container(OmegaConf.create(new_text)))
+        return sorted(k for k in a.keys() | b.keys() if a.get(k) != b.get(k))
 
 
-def _merge(base, other, where: str):
-    try:
-        return OmegaConf.merge(base, other)
-    except OmegaConfBaseException as e:
-        key = getattr(e, "full_key", None) or "?"
-        msg = str(e).splitlines()[0]
-        tp = LEAF_TYPES.get(key)
-        expected = f"; expected {_type_name(tp)}" if tp is not None else ""
-        raise ConfigError(f"{where}: bad value for config key '{key}': {msg}{expected}") from None
+def to_yaml(cfg) -> str:
+    """The resolved text of any structured config (written to <run>/config.yaml and into every checkpoint)."""
+    return OmegaConf.to_yaml(OmegaConf.structured(cfg), resolve=True)
 
 
-def _parse_override(item: str):
-    if "=" not in item:
-        raise ConfigError(f"override '{item}': expected key=value (e.g. optim.lr=1e-3)")
-    key = item.split("=", 1)[0].strip()
-    if key not in LEAF_TYPES:
-        if key in _SECTIONS:
-            raise ConfigError(f"override '{item}': '{key}' is a section; set one of its keys (e.g. {key}.<name>=...)")
-        raise _unknown(key, f"override '{item}'")
-    try:
-        return OmegaConf.from_dotlist([item])
-    except OmegaConfBaseException as e:
-        raise ConfigError(f"override '{item}': cannot parse ({str(e).splitlines()[0]})") from None
+def to_dict(cfg) -> dict:
+    return OmegaConf.to_container(OmegaConf.structured(cfg), resolve=True)
 
 
-def validate(cfg: PretrainConfig) -> PretrainConfig:
-    for key, allowed in CHOICES.items():
-        sect, name = key.split(".")
-        val = getattr(getattr(cfg, sect), name)
-        if val not in allowed:
-            shown = [a for a in allowed if a is not None]
-            near = difflib.get_close_matches(str(val), shown, n=1)
-            hint = f" (did you mean '{near[0]}'?)" if near else ""
-            raise ConfigError(f"config key '{key}' = {val!r}{hint}; expected one of {shown}")
-    try:
-        resolve_preset(cfg.model)
-    except KeyError as e:
-        raise ConfigError(f"config key 'model.preset': {e.args[0]}") from None
+def _pretrain_checks(cfg: PretrainConfig) -> list:
     checks = [
         ("run.batch_per_gpu", cfg.run.batch_per_gpu >= 1, "an integer >= 1"),
         ("run.accum_steps", cfg.run.accum_steps >= 1, "an integer >= 1"),
@@ -238,38 +324,27 @@ def validate(cfg: PretrainConfig) -> PretrainConfig:
     ]
     if cfg.run.max_steps is not None:
         checks.append(("run.max_steps", cfg.run.max_steps >= 1, "an integer >= 1 or null"))
-    for key, ok, expected in checks:
-        if not ok:
-            sect, name = key.split(".")
-            raise ConfigError(f"config key '{key}' = {getattr(getattr(cfg, sect), name)!r}; expected {expected}")
-    return cfg
+    return checks
+
+
+def check_preset(m: ModelConfig) -> None:
+    try:
+        resolve_preset(m)
+    except KeyError as e:
+        raise ConfigError(f"config key 'model.preset': {e.args[0]}") from None
+
+
+PRETRAIN = StrictSchema(PretrainConfig, CHOICES, _pretrain_checks, extra=lambda cfg: check_preset(cfg.model))
+LEAF_TYPES = PRETRAIN.leaf_types
+
+
+def validate(cfg: PretrainConfig) -> PretrainConfig:
+    return PRETRAIN.validate(cfg)
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> PretrainConfig:
     """Defaults <- YAML preset <- key=value overrides, strictly checked; returns a PretrainConfig."""
-    cfg = OmegaConf.structured(PretrainConfig)
-    if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise ConfigError(f"config file not found: {path}")
-        try:
-            raw = OmegaConf.load(path)
-        except Exception as e:  # yaml scanner/parser errors
-            raise ConfigError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
-        if raw is not None and len(raw):
-            _check_keys(OmegaConf.to_container(raw), str(path))
-            cfg = _merge(cfg, raw, str(path))
-    for item in overrides:
-        cfg = _merge(cfg, _parse_override(item), f"override '{item}'")
-    missing = [k for k in LEAF_TYPES
-               if OmegaConf.is_missing(OmegaConf.select(cfg, k.rsplit(".", 1)[0]), k.rsplit(".", 1)[1])]
-    if missing:
-        raise ConfigError(f"config keys without a value: {missing} (set them in the YAML or as key=value)")
-    try:
-        obj = OmegaConf.to_object(cfg)
-    except OmegaConfBaseException as e:
-        raise ConfigError(f"config: {str(e).splitlines()[0]}") from None
-    return validate(obj)
+    return PRETRAIN.load(path, overrides)
 
 
 def load_model_config(overrides: list[str] | tuple[str, ...] = ()) -> ModelConfig:
@@ -278,45 +353,21 @@ def load_model_config(overrides: list[str] | tuple[str, ...] = ()) -> ModelConfi
     for item in overrides:
         if not item.startswith("model."):
             raise ConfigError(f"override '{item}': only model.* keys apply here")
-        cfg = _merge(cfg, _parse_override(item), f"override '{item}'")
+        cfg = PRETRAIN.merge(cfg, PRETRAIN.parse_override(item), f"override '{item}'")
     m = OmegaConf.to_object(cfg.model)
-    for key, allowed in CHOICES.items():
-        if key.startswith("model.") and getattr(m, key[6:]) not in allowed:
-            raise ConfigError(f"config key '{key}' = {getattr(m, key[6:])!r}; "
-                              f"expected one of {[a for a in allowed if a]}")
-    try:
-        resolve_preset(m)
-    except KeyError as e:
-        raise ConfigError(f"config key 'model.preset': {e.args[0]}") from None
+    PRETRAIN.check_choices(m, prefix="model.")
+    check_preset(m)
     return m
-
-
-def to_yaml(cfg: PretrainConfig) -> str:
-    return OmegaConf.to_yaml(OmegaConf.structured(cfg), resolve=True)
 
 
 def from_yaml_text(text: str, where: str = "checkpoint config") -> PretrainConfig:
     """Parse a resolved config text (from a checkpoint or config.yaml) back into a PretrainConfig."""
-    raw = OmegaConf.create(text)
-    _check_keys(OmegaConf.to_container(raw), where)
-    return validate(OmegaConf.to_object(_merge(OmegaConf.structured(PretrainConfig), raw, where)))
+    return PRETRAIN.from_yaml_text(text, where)
 
 
 def changed_keys(old_text: str, new_text: str) -> list[str]:
-    """Dotted keys whose values differ between two resolved config texts (e.g. a checkpoint's and this run's)."""
-    def flat(d, prefix=""):
-        out = {}
-        for k, v in d.items():
-            out.update(flat(v, f"{prefix}{k}.") if isinstance(v, dict) and f"{prefix}{k}" in _SECTIONS else
-                       {f"{prefix}{k}": v})
-        return out
-    a = flat(OmegaConf.to_container(OmegaConf.create(old_text)))
-    b = flat(OmegaConf.to_container(OmegaConf.create(new_text)))
-    return sorted(k for k in a.keys() | b.keys() if a.get(k) != b.get(k))
-
-
-def to_dict(cfg: PretrainConfig) -> dict:
-    return OmegaConf.to_container(OmegaConf.structured(cfg), resolve=True)
+    """Dotted keys whose values differ between two resolved pre-training config texts."""
+    return PRETRAIN.changed_keys(old_text, new_text)
 
 
 def resolve_preset(m: ModelConfig) -> BackbonePreset:
@@ -334,6 +385,6 @@ def resolve_preset(m: ModelConfig) -> BackbonePreset:
     return p.replace(**over) if over else p
 
 
-__all__ = ["ConfigError", "PretrainConfig", "ModelConfig", "DataConfig", "OptimConfig", "ScheduleConfig",
+__all__ = ["ConfigError", "StrictSchema", "LoopRunConfig", "PretrainConfig", "ModelConfig", "DataConfig", "OptimConfig", "ScheduleConfig",
            "RunConfig", "LossPreset", "load_config", "load_model_config", "changed_keys", "to_yaml", "from_yaml_text",
            "to_dict", "resolve_preset", "validate"]

@@ -1,35 +1,22 @@
-"""The pre-training loop: exact on resume, small on purpose (no framework Runner).
-
-Position = the global optimizer step s. Everything else derives from it: epoch = s // steps_per_epoch, the
-sampler offset = (s % steps_per_epoch) * batch_per_gpu * accum_steps samples of this rank, and the lr = schedule(s)
-(timm schedulers evaluated at s). A checkpoint holds model, optimizer, scaler, s, the skip count and every
-RNG state of every rank, so a resumed run reproduces the uninterrupted one bit for bit.
+"""Pre-training as a task of the shared loop (pretrain/loop.py): the A2MIM model, masked-image data, the loss,
+reconstruction PNGs, and the export + result.json of a finished run. Resume exactness is the loop's (see there).
 """
 from __future__ import annotations
 
-import contextlib
-import json
 import logging
-import math
-import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
 import torch
 import torch.nn as nn
-from torch.utils.data import DataLoader
 
-from pretrain import distributed as D
-from pretrain.checkpoint import CKPT_VERSION, CheckpointDir, CheckpointError, capture_rng, restore_rng
 from pretrain.config import ModelConfig, PretrainConfig, changed_keys, resolve_preset, to_dict, to_yaml
-from pretrain.data import (DataError, MaskedImageDataset, ResumableDistributedSampler, build_transform, collate,
-                           list_images)
-from pretrain.fileio import atomic_write_json, atomic_write_text
-from pretrain.runlog import RunLogger, save_reconstruction
+from pretrain.data import MaskedImageDataset, build_transform, collate, list_images
+from pretrain.fileio import atomic_write_text
+from pretrain.loop import Loop, Plan, build_scheduler, make_plan, run_loop, seed_all
+from pretrain.runlog import save_reconstruction
 
 log = logging.getLogger("pretrain")
-_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 def build_model(cfg: PretrainConfig | ModelConfig) -> nn.Module:
@@ -42,31 +29,6 @@ def build_model(cfg: PretrainConfig | ModelConfig) -> nn.Module:
                  mask_ratio=m.mask_ratio, **kw)
 
 
-@dataclass(frozen=True)
-class Plan:
-    """Derived sizes of a run (written to run_info.json)."""
-    world_size: int
-    global_batch: int
-    lr: float
-    num_images: int
-    steps_per_epoch: int
-    total_steps: int
-    target_steps: int     # total_steps, or run.max_steps if smaller
-
-
-def make_plan(cfg: PretrainConfig, num_images: int, world_size: int) -> Plan:
-    gb = cfg.run.batch_per_gpu * world_size * cfg.run.accum_steps
-    lr = cfg.optim.lr if cfg.optim.lr is not None else cfg.optim.base_lr * gb / cfg.optim.lr_ref_batch
-    spe = (num_images // world_size) // (cfg.run.batch_per_gpu * cfg.run.accum_steps)
-    if spe < 1:
-        raise DataError(f"{num_images} images cannot fill one optimizer step of {gb} images "
-                        f"(run.batch_per_gpu={cfg.run.batch_per_gpu} x {world_size} processes x "
-                        f"run.accum_steps={cfg.run.accum_steps}); use a smaller batch or more data")
-    total = cfg.schedule.epochs * spe
-    target = min(total, cfg.run.max_steps) if cfg.run.max_steps else total
-    return Plan(world_size, gb, lr, num_images, spe, total, target)
-
-
 def build_optimizer(model: nn.Module, cfg: PretrainConfig, lr: float) -> torch.optim.Optimizer:
     """timm AdamW / LAMB over the model's own parameter groups (wd exclusions, token lr scale)."""
     from timm.optim import create_optimizer_v2
@@ -76,198 +38,43 @@ def build_optimizer(model: nn.Module, cfg: PretrainConfig, lr: float) -> torch.o
                                betas=tuple(cfg.optim.betas), eps=cfg.optim.eps)
 
 
-def build_scheduler(opt: torch.optim.Optimizer, cfg: PretrainConfig, spe: int):
-    """Warm-up + cosine (to min_lr) or step (x gamma at absolute epochs), in optimizer steps or epochs."""
-    from timm.scheduler import CosineLRScheduler, MultiStepLRScheduler
+class Trainer(Loop):
+    """A2MIM pre-training: batches are (img (B,3,S,S), mask (B,h,w) uint8, skipped messages)."""
 
-    s = cfg.schedule
-    unit = spe if s.per_iteration else 1
-    warm, total = round(s.warmup_epochs * unit), s.epochs * unit
-    common = dict(warmup_t=warm, warmup_lr_init=s.warmup_lr_init, t_in_epochs=not s.per_iteration)
-    if s.kind == "cosine":
-        return CosineLRScheduler(opt, t_initial=total - warm, lr_min=s.min_lr, warmup_prefix=True, **common)
-    # timm decays when t + 1 >= decay_t: +1 makes the decay start exactly at the first step of epoch e
-    return MultiStepLRScheduler(opt, decay_t=[e * unit + 1 for e in s.step_epochs], decay_rate=s.step_gamma,
-                                warmup_prefix=False, **common)
-
-
-def seed_all(seed: int) -> None:
-    import random
-
-    import numpy as np
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-
-
-class Trainer:
     def __init__(self, cfg: PretrainConfig, model_fn: Callable[[PretrainConfig], nn.Module] = build_model):
-        self.cfg = cfg
-        self.env, self.device = D.init_distributed(cfg.run.device)
-        self.run_dir = Path(cfg.run.out_dir)
-        self.ckpts = CheckpointDir(self.run_dir / "checkpoints", cfg.run.keep_last)
-        self.paths = list_images(cfg.data.root, cfg.data.kind, cfg.data.split)
-        self.plan = make_plan(cfg, len(self.paths), self.env.world_size)
         self.model_fn = model_fn
+        super().__init__(cfg, changed_keys, to_yaml)
 
-    # ---- state
-    def is_complete(self) -> bool:
-        done = self.run_dir / "done"
-        if not done.is_file():
-            return False
-        try:
-            return json.loads(done.read_text()).get("step", -1) >= self.plan.target_steps
-        except json.JSONDecodeError:
-            return False
+    def count_train_samples(self) -> int:
+        self.paths = list_images(self.cfg.data.root, self.cfg.data.kind, self.cfg.data.split)
+        return len(self.paths)
 
-    def _state(self) -> dict:
-        rngs = D.all_gather_object(capture_rng())
-        spe, per_step = self.plan.steps_per_epoch, self.cfg.run.batch_per_gpu * self.cfg.run.accum_steps
-        return {"version": CKPT_VERSION, "model": self.model.state_dict(), "optimizer": self.opt.state_dict(),
-                "scaler": self.scaler.state_dict(), "step": self.step, "epoch": self.step // spe,
-                "offset": (self.step % spe) * per_step,   # samples of this rank already consumed this epoch
-                "skipped": self.skipped, "world_size": self.env.world_size, "rng": rngs, "config": to_yaml(self.cfg)}
+    def build_model(self) -> nn.Module:
+        return self.model_fn(self.cfg)
 
-    def save(self) -> None:
-        bad = [k for k, v in self.model.state_dict().items() if v.is_floating_point() and not torch.isfinite(v).all()]
-        if bad:  # never replace a good checkpoint with a broken state
-            raise FloatingPointError(f"non-finite weights at step={self.step} in {bad[:5]}"
-                                     f"{' ...' if len(bad) > 5 else ''}; no checkpoint of this state is written")
-        state = self._state()  # every rank joins the RNG gather
-        if self.env.is_main:
-            self.ckpts.save(state, self.step)
-        D.barrier()
+    def build_optimizer(self, model: nn.Module, lr: float) -> torch.optim.Optimizer:
+        return build_optimizer(model, self.cfg, lr)
 
-    def _resume(self) -> None:
-        found = self.ckpts.load_latest()
-        if found is None:
-            seed_all(self.cfg.run.seed + self.env.rank)
-            return
-        ck, path = found
-        changed = changed_keys(ck["config"], to_yaml(self.cfg))
-        try:
-            self.model.load_state_dict(ck["model"])
-            self.opt.load_state_dict(ck["optimizer"])
-            self.scaler.load_state_dict(ck["scaler"])
-        except (RuntimeError, ValueError, KeyError) as e:
-            raise CheckpointError(f"{path} does not fit this run (config keys changed since: {changed}); resume with "
-                                  f"the original config or use a new run.out_dir. {str(e).splitlines()[0]}") from None
-        self.step, self.skipped = int(ck["step"]), int(ck["skipped"])
-        if changed:
-            log.warning("resuming %s with config keys changed since that checkpoint: %s", path, changed)
-        if ck["world_size"] == self.env.world_size:
-            restore_rng(ck["rng"][self.env.rank])
-        else:
-            log.warning("checkpoint was written by %d processes, this run has %d: data order and RNG streams "
-                        "continue, but not bit-exactly", ck["world_size"], self.env.world_size)
-            seed_all(self.cfg.run.seed + self.env.rank + self.step)
-        self.resumed_from = str(path)
-        log.info("resumed from %s at step %d", path, self.step)
-
-    def setup(self) -> None:
-        cfg, env = self.cfg, self.env
-        seed_all(cfg.run.seed)  # identical initial weights on every rank
-        model = self.model_fn(cfg)
-        if cfg.run.syncbn and env.world_size > 1:
-            if self.device.type == "cuda":
-                model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
-            else:
-                log.warning("run.syncbn ignored: SyncBatchNorm needs CUDA (this run is on %s)", self.device)
-        self.model = model.to(self.device)
-        if cfg.run.channels_last:
-            self.model = self.model.to(memory_format=torch.channels_last)
-        self.opt = build_optimizer(self.model, cfg, self.plan.lr)
-        self.sched = build_scheduler(self.opt, cfg, self.plan.steps_per_epoch)
-        self.scaler = torch.amp.GradScaler(self.device.type, enabled=cfg.run.precision == "fp16")
-        self.step, self.skipped, self.resumed_from = 0, 0, None
-        self._resume()
-        d = cfg.data
-        self.dataset = MaskedImageDataset(
+    def build_dataset(self):
+        cfg, d = self.cfg, self.cfg.data
+        ds = MaskedImageDataset(
             self.paths, build_transform(cfg.model.input_size, d.rrc_scale, d.rrc_ratio, d.hflip, d.interpolation),
             self.model.mask_generator(), seed=cfg.run.seed, skip_budget=d.skip_budget,
             max_image_pixels=d.max_image_pixels)
-        self.sampler = ResumableDistributedSampler(len(self.dataset), env.world_size, env.rank, seed=cfg.run.seed)
-        net = self.model
-        if env.world_size > 1:
-            net = nn.parallel.DistributedDataParallel(
-                net, device_ids=[self.device.index] if self.device.type == "cuda" else None)
-        self.net = torch.compile(net) if cfg.run.compile else net
-        if env.is_main:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
-            atomic_write_text(self.run_dir / "config.yaml", to_yaml(cfg))
-            atomic_write_json(self.run_dir / "run_info.json", {
-                **self.plan.__dict__, "device": str(self.device), "resumed_from": self.resumed_from,
-                "start_step": self.step, "torch": torch.__version__})
-        self.logger = RunLogger(self.run_dir, self.step, enabled=env.is_main, tensorboard=cfg.run.tensorboard)
+        return ds, collate
 
-    # ---- one optimizer step
-    def _train_step(self, it, epoch: int) -> dict:
-        cfg, accum = self.cfg, self.cfg.run.accum_steps
-        if cfg.schedule.per_iteration:
-            self.sched.step_update(self.step)
-        else:
-            self.sched.step(epoch)
-        amp = cfg.run.precision != "fp32"
-        loss_sum, logs_sum, skipped = 0.0, {}, []
-        for micro in range(accum):
-            img, mask, sk = next(it)
-            skipped += sk
-            img = img.to(self.device, non_blocking=True)
-            mask = mask.to(self.device, non_blocking=True)
-            if cfg.run.channels_last:
-                img = img.contiguous(memory_format=torch.channels_last)
-            sync = micro == accum - 1 or not isinstance(self.net, nn.parallel.DistributedDataParallel)
-            with (contextlib.nullcontext() if sync else self.net.no_sync()):
-                with torch.autocast(self.device.type, dtype=_DTYPES[cfg.run.precision], enabled=amp):
-                    loss, logs = self.net(img, mask)
-                if self.step == cfg.run.debug_nan_step:
-                    loss = loss * float("nan")  # debug hook: exercises the NaN guard
-                self.scaler.scale(loss / accum).backward()
-            loss_sum = loss_sum + loss.detach().float()
-            for k, v in logs.items():
-                logs_sum[k] = logs_sum.get(k, 0.0) + torch.as_tensor(v).detach().float()
-        # one all-reduce: the mean loss and the skip count over ranks (every rank then stops together)
-        stats = torch.stack([loss_sum / accum, torch.tensor(float(len(skipped)), device=loss_sum.device)])
-        if D.is_dist():
-            torch.distributed.all_reduce(stats)
-            stats[0] /= self.env.world_size
-        loss_val = stats[0].item()
-        logs_val = {k: v.item() / accum for k, v in logs_sum.items()}
-        losses = {"loss": loss_val, **logs_val}
-        if not math.isfinite(loss_val):   # detectron2's message, with the step and the loss dict
-            raise FloatingPointError(f"Loss became infinite or NaN at step={self.step} (epoch {epoch}); no checkpoint "
-                                     f"of this state is written. Losses: {losses}")
-        self._count_skips(int(stats[1].item()), skipped)
-        grad_norm = None
-        log_now = (self.step + 1) % cfg.run.log_interval == 0
-        if cfg.optim.clip_grad is not None or log_now:
-            self.scaler.unscale_(self.opt)
-            params = [p for g in self.opt.param_groups for p in g["params"] if p.grad is not None]
-            clip = cfg.optim.clip_grad
-            grad_norm = (torch.nn.utils.clip_grad_norm_(params, clip) if clip is not None
-                         else torch.nn.utils.get_total_norm([p.grad for p in params])).item()
-            if not math.isfinite(grad_norm) and not self.scaler.is_enabled():
-                raise FloatingPointError(f"Gradient norm became infinite or NaN at step={self.step} (epoch {epoch}); "
-                                         f"no checkpoint of this state is written. Losses: {losses}")
-        self.scaler.step(self.opt)
-        self.scaler.update()
-        self.opt.zero_grad(set_to_none=True)
-        self.step += 1
-        return {**losses, **({"grad_norm": grad_norm} if grad_norm is not None else {})}
+    def compute_loss(self, batch, micro: int):
+        img, mask, skipped = batch
+        img = img.to(self.device, non_blocking=True)
+        mask = mask.to(self.device, non_blocking=True)
+        if self.cfg.run.channels_last:
+            img = img.contiguous(memory_format=torch.channels_last)
+        loss, logs = self.net(img, mask)
+        return loss, logs, skipped
 
-    def _count_skips(self, n: int, messages: list[str]) -> None:
-        self.skipped += n
-        if self.skipped > self.cfg.data.skip_budget:
-            raise DataError(f"{self.skipped} unreadable images skipped so far, more than the skip budget "
-                            f"data.skip_budget={self.cfg.data.skip_budget}; last on this rank: {messages[-3:]}")
-
-    # ---- the loop
-    def _loader(self, epoch: int, offset: int) -> DataLoader:
-        self.sampler.set_epoch(epoch, offset)
-        d = self.cfg.data
-        return DataLoader(self.dataset, batch_size=self.cfg.run.batch_per_gpu, sampler=self.sampler, drop_last=True,
-                          num_workers=d.num_workers, collate_fn=collate, pin_memory=self.device.type == "cuda",
-                          generator=torch.Generator())  # a private generator: the global RNG stays untouched
+    def periodic(self) -> None:
+        if self.cfg.run.image_interval and self.step % self.cfg.run.image_interval == 0:
+            self._visualize()
 
     def _visualize(self) -> None:
         if not self.env.is_main:
@@ -278,75 +85,26 @@ class Trainer:
                                    img.to(self.device), mask.to(self.device))
         atomic_write_text(self.run_dir / "recon" / "latest.txt", path.name + "\n")
 
-    def fit(self) -> dict:
-        from tqdm import tqdm
-
-        cfg, plan, spe = self.cfg, self.plan, self.plan.steps_per_epoch
-        bar = tqdm(total=plan.target_steps, initial=self.step, disable=not self.env.is_main, dynamic_ncols=True,
-                   desc=self.run_dir.name, mininterval=2.0)
-        per_step_images = plan.global_batch
-        t_last, n_last, acc, last = time.perf_counter(), 0, {}, {}
-        while self.step < plan.target_steps:
-            epoch = self.step // spe
-            it = iter(self._loader(epoch, (self.step % spe) * cfg.run.batch_per_gpu * cfg.run.accum_steps))
-            while self.step < plan.target_steps and self.step // spe == epoch:
-                row = self._train_step(it, epoch)
-                for k, v in row.items():
-                    acc[k] = acc.get(k, 0.0) + v if k != "grad_norm" else v
-                n_last += 1
-                bar.update(1)
-                if self.step % cfg.run.log_interval == 0 or self.step == plan.target_steps:
-                    dt = time.perf_counter() - t_last
-                    last = {"step": self.step, "epoch": self.step / spe, "lr": max(
-                        g["lr"] / g.get("lr_scale", 1.0) for g in self.opt.param_groups),
-                        **{k: (v if k == "grad_norm" else v / n_last) for k, v in acc.items()},
-                        "images_per_s": n_last * per_step_images / max(dt, 1e-9),
-                        "skipped_images": self.skipped, "time": time.time()}
-                    if self.scaler.is_enabled():
-                        last["loss_scale"] = self.scaler.get_scale()
-                    self.logger.log(last)
-                    bar.set_postfix(loss=f"{last['loss']:.4f}", lr=f"{last['lr']:.2e}")
-                    t_last, n_last, acc = time.perf_counter(), 0, {}
-                if self.step % cfg.run.ckpt_interval == 0 or self.step == plan.target_steps:
-                    self.save()
-                if cfg.run.image_interval and self.step % cfg.run.image_interval == 0:
-                    self._visualize()
-        bar.close()
-        return last
-
-    def finish(self, last: dict) -> None:
-        if self.env.is_main:
-            self._visualize()
-            weights = None
-            if self.cfg.run.export_at_end:
-                from pretrain.export import export_model
-                weights = export_model(self.model, self.cfg, self.run_dir / "backbone.safetensors",
-                                       step=self.step, epoch=self.step // self.plan.steps_per_epoch)
-            from transfer.results import write_result
-            metrics = {k: last[k] for k in ("loss", "images_per_s") if k in last}
-            write_result(self.run_dir, task="pretrain", framework="a2mim-suite", dataset=str(self.cfg.data.root),
-                         backbone=self.cfg.model.preset, method=self.cfg.model.method, weights=weights,
-                         config=str(self.run_dir / "config.yaml"), metrics={**metrics, "steps": self.step})
-            atomic_write_json(self.run_dir / "done", {"step": self.step, "total_steps": self.plan.total_steps})
-        D.barrier()
+    def write_outputs(self, last: dict) -> None:
+        if not self.env.is_main:
+            return
+        self._visualize()
+        weights = None
+        if self.cfg.run.export_at_end:
+            from pretrain.export import export_model
+            weights = export_model(self.model, self.cfg, self.run_dir / "backbone.safetensors",
+                                   step=self.step, epoch=self.step // self.plan.steps_per_epoch)
+        from transfer.results import write_result
+        metrics = {k: last[k] for k in ("loss", "images_per_s") if k in last}
+        write_result(self.run_dir, task="pretrain", framework="a2mim-suite", dataset=str(self.cfg.data.root),
+                     backbone=self.cfg.model.preset, method=self.cfg.model.method, weights=weights,
+                     config=str(self.run_dir / "config.yaml"), metrics={**metrics, "steps": self.step})
 
 
 def train(cfg: PretrainConfig, model_fn: Callable[[PretrainConfig], nn.Module] = build_model) -> Path:
     """Run (or resume, or skip if complete) the pre-training described by cfg; returns the run folder."""
-    tr = Trainer(cfg, model_fn)
-    try:
-        if tr.is_complete():
-            log.info("%s is complete (step %d): nothing to do", tr.run_dir, tr.plan.target_steps)
-            return tr.run_dir
-        tr.setup()
-        try:
-            last = tr.fit()
-        finally:
-            tr.logger.close()
-        tr.finish(last)
-        return tr.run_dir
-    finally:
-        D.cleanup()
+    return run_loop(Trainer(cfg, model_fn))
 
 
-__all__ = ["Plan", "Trainer", "build_model", "build_optimizer", "build_scheduler", "make_plan", "train", "to_dict"]
+__all__ = ["Plan", "Trainer", "build_model", "build_optimizer", "build_scheduler", "make_plan", "seed_all", "train",
+           "to_dict"]

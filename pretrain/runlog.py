@@ -20,8 +20,9 @@ log = logging.getLogger("pretrain")
 class RunLogger:
     """Rank-0 writer of metrics.jsonl + TensorBoard scalars (a no-op on other ranks)."""
 
-    def __init__(self, run_dir: str | Path, start_step: int, enabled: bool = True, tensorboard: bool = True):
-        self.enabled = enabled
+    def __init__(self, run_dir: str | Path, start_step: int, enabled: bool = True, tensorboard: bool = True,
+                 tb_prefix: str = "pretrain"):
+        self.enabled, self.tb_prefix = enabled, tb_prefix
         self.path = Path(run_dir) / "metrics.jsonl"
         self.tb = None
         if not enabled:
@@ -54,7 +55,7 @@ class RunLogger:
         if self.tb is not None:
             for k, v in row.items():
                 if k not in ("step", "epoch", "time") and isinstance(v, (int, float)):
-                    self.tb.add_scalar(f"pretrain/{k}", v, row["step"])
+                    self.tb.add_scalar(f"{self.tb_prefix}/{k}", v, row["step"])
             self.tb.flush()
 
     def close(self) -> None:
