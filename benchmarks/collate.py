@@ -2,8 +2,9 @@
 
     python -m benchmarks.collate RUNS_ROOT [--out DIR] [--reference benchmarks/reference.yaml | --no-reference]
 
-Runs are grouped by (task, dataset, backbone, method, protocol key); each metric is the mean ± sample std (ddof=1)
-over the group's runs (seeds). A result.json that cannot be read or fails the schema is skipped, counted and named.
+Transfer runs are grouped by (task, dataset, backbone, method, protocol key); each metric is the mean ± sample std (ddof=1)
+over the group's runs (seeds). A result.json that cannot be read or fails the schema is skipped, counted and named; pre-training runs
+(task 'pretrain': their metrics are losses) are not tabled, only counted.
 Published numbers (reference.yaml) of the same task stand beside ours; a delta (ours - published) is shown only where
 the protocol key and the method match. A run's protocol key is its `protocol_key` field, else
 "<task>/<dataset>/<backbone>/<protocol>" when it has a `protocol` field, else none (toy runs).
@@ -106,9 +107,12 @@ def _check_record(rec: dict) -> None:
         raise ValueError(f"metrics must be finite numbers, got {bad}")
 
 
-def find_results(runs_root: str | Path) -> tuple[list[tuple[Path, dict]], list[tuple[Path, str]]]:
-    """All result.json under runs_root (sorted): ([(path, record)], [(path, why skipped)])."""
-    found, skipped = [], []
+NOT_TABLED = ("pretrain",)   # tasks whose result.json is counted but not tabled
+
+
+def find_results(runs_root: str | Path) -> tuple[list[tuple[Path, dict]], list[tuple[Path, str]], list[Path]]:
+    """All result.json under runs_root (sorted): ([(path, record)], [(path, why skipped)], [pre-training runs])."""
+    found, skipped, not_tabled = [], [], []
     for p in sorted(Path(runs_root).rglob("result.json")):
         try:
             rec = read_result(p)
@@ -120,8 +124,11 @@ def find_results(runs_root: str | Path) -> tuple[list[tuple[Path, dict]], list[t
             log.warning("skipping %s: %s", p, why)
             skipped.append((p, why))
             continue
+        if rec["task"] in NOT_TABLED:
+            not_tabled.append(p)
+            continue
         found.append((p, rec))
-    return found, skipped
+    return found, skipped, not_tabled
 
 
 def _rel(path: Path, out_dir: Path) -> str:
@@ -199,23 +206,25 @@ def build_tables(found: list[tuple[Path, dict]], reference: list[dict], out_dir:
 def collate(runs_root: str | Path, out_dir: str | Path | None = None,
             reference: str | Path | None = DEFAULT_REFERENCE) -> dict:
     """Write leaderboard.{md,csv,html} and plots/<task>.png under out_dir (default RUNS_ROOT/leaderboard).
-    Returns {"results": n read, "skipped": [(path, why)], "tables": n, "files": {name: path}}."""
+    Returns {"results": n tabled, "skipped": [(path, why)], "not_tabled": [pre-training result.json], "tables": n,
+    "files": {name: path}}."""
     runs_root = Path(runs_root)
     if not runs_root.is_dir():
         raise ValueError(f"{runs_root}: not a folder of runs")
     out_dir = Path(out_dir) if out_dir is not None else runs_root / "leaderboard"
     out_dir.mkdir(parents=True, exist_ok=True)
     ref = load_reference(reference)
-    found, skipped = find_results(runs_root)
+    found, skipped, not_tabled = find_results(runs_root)
     tables = build_tables(found, ref, out_dir)
     plots = write_plots(tables, out_dir / "plots")
-    header = {"runs_root": _rel(runs_root, out_dir), "n_results": len(found),
+    header = {"runs_root": _rel(runs_root, out_dir), "n_results": len(found), "n_not_tabled": len(not_tabled),
               "skipped": [(_rel(p, out_dir), why) for p, why in skipped]}
     files = {"md": write_markdown(out_dir / "leaderboard.md", tables, ref, header, plots),
              "csv": write_csv(out_dir / "leaderboard.csv", tables),
              "html": write_html(out_dir / "leaderboard.html", tables, ref, header, plots)}
     files.update({f"plot:{t}": p for t, p in plots.items()})
-    return {"results": len(found), "skipped": skipped, "tables": len(tables), "files": files}
+    return {"results": len(found), "skipped": skipped, "not_tabled": not_tabled, "tables": len(tables),
+            "files": files}
 
 
 def main(argv: list[str] | None = None) -> int:

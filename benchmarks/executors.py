@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import threading
 from pathlib import Path
 
 from benchmarks.suite import Step, python_cmd
@@ -18,26 +19,55 @@ def _tail(path: Path, n: int = 25) -> str:
     return "\n".join("    | " + x for x in lines[-n:])
 
 
-class LocalExecutor:
-    """Runs each step as `python -m ...` in a subprocess; output goes to <run_dir>/<kind>.log."""
+def cpu_count() -> int:
+    """CPUs this process may use (the affinity mask / cgroup-pinned set where the OS tells it)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
 
-    def __init__(self, timeout_s: int | None = None):
+
+THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
+
+
+class LocalExecutor:
+    """Runs each step as `python -m ...` in a subprocess; output goes to <run_dir>/<kind>.log.
+
+    threads: intra-op threads per step (OMP/MKL/OpenBLAS_NUM_THREADS), so that parallel steps share the cores
+    instead of oversubscribing them (two 2-thread torch processes on 2 cores spin-wait and run several times
+    slower than two 1-thread ones). None leaves the environment as it is. Thread-safe: run() may be called from
+    several threads at once (benchmarks/run_all.py --jobs)."""
+
+    def __init__(self, timeout_s: int | None = None, threads: int | None = None):
         self.timeout_s = timeout_s
+        self.threads = threads
+        self.cpu_s: dict[str, float] = {}   # step id -> user + system CPU seconds of its process
 
     def run(self, step: Step) -> tuple[bool, str]:
         step.run_dir.mkdir(parents=True, exist_ok=True)
         log = step.run_dir / f"{step.kind}.log"
         env = dict(os.environ, PYTHONUNBUFFERED="1")
+        if self.threads:
+            env.update({k: str(self.threads) for k in THREAD_VARS})
         env["PYTHONPATH"] = os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
         timeout = step.meta.get("timeout_s") or self.timeout_s
         with open(log, "ab") as f:
             f.write(f"\n$ {' '.join(python_cmd(step))}\n".encode())
             f.flush()
-            try:
-                rc = subprocess.run(python_cmd(step), stdout=f, stderr=subprocess.STDOUT, cwd=REPO, env=env,
-                                    timeout=timeout).returncode
-            except subprocess.TimeoutExpired:
-                return False, f"timed out after {timeout} s; log {log}:\n{_tail(log)}"
+            proc = subprocess.Popen(python_cmd(step), stdout=f, stderr=subprocess.STDOUT, cwd=REPO, env=env)
+            fired: list[bool] = []
+            timer = threading.Timer(timeout, lambda: (fired.append(True), proc.kill())) if timeout else None
+            if timer:
+                timer.start()
+            try:   # wait4: the exit status and this child's own CPU time (parallel steps: per step, not summed)
+                _, wstatus, usage = os.wait4(proc.pid, 0)
+            finally:
+                if timer:
+                    timer.cancel()
+            proc.returncode = rc = os.waitstatus_to_exitcode(wstatus)
+        self.cpu_s[step.id] = round(usage.ru_utime + usage.ru_stime, 3)
+        if fired:
+            return False, f"timed out after {timeout} s; log {log}:\n{_tail(log)}"
         if rc != 0:
             return False, f"exit code {rc}; log {log}:\n{_tail(log)}"
         return True, ""

@@ -62,6 +62,11 @@ def task_cells(table) -> tuple[list[str], list[list[list]]]:
     return header, rows
 
 
+def _not_tabled(header: dict) -> str:
+    k = header.get("n_not_tabled", 0)
+    return f", {k} pre-training run{'s' if k != 1 else ''} not tabled" if k else ""
+
+
 def _md_part(p) -> str:
     if isinstance(p, str):
         return p.replace("|", "\\|")
@@ -82,7 +87,7 @@ def _ref_rows(reference: list[dict]) -> list[list[list]]:
 
 def write_markdown(path: Path, tables: list, reference: list[dict], header: dict, plots: dict[str, Path]) -> Path:
     n, root, skipped = header["n_results"], header["runs_root"], len(header["skipped"])
-    lines = ["# Leaderboard", "", f"{n} results under `{root}`, {skipped} skipped. {CAPTION}"]
+    lines = ["# Leaderboard", "", f"{n} results under `{root}`, {skipped} skipped{_not_tabled(header)}. {CAPTION}"]
     for t in tables:
         head, rows = task_cells(t)
         lines += ["", f"## {t.task}", ""] + _md_table(head, rows, numeric_from=head.index("n"))
@@ -145,7 +150,7 @@ def _html_table(header: list[str], rows: list[list[list]], kinds: list[str], num
 def write_html(path: Path, tables: list, reference: list[dict], header: dict, plots: dict[str, Path]) -> Path:
     body = ["<h1>Leaderboard</h1>",
             f"<p>{header['n_results']} results under <code>{html.escape(header['runs_root'])}</code>, "
-            f"{len(header['skipped'])} skipped. {html.escape(CAPTION)}</p>"]
+            f"{len(header['skipped'])} skipped{html.escape(_not_tabled(header))}. {html.escape(CAPTION)}</p>"]
     for t in tables:
         head, rows = task_cells(t)
         body += [f"<h2>{html.escape(t.task)}</h2>"]

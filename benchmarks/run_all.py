@@ -3,8 +3,10 @@
     python benchmarks/run_all.py                      # the built-in toy suite on CPU (generates its own data)
     python benchmarks/run_all.py --dry-run            # print the plan
     python benchmarks/run_all.py --suite paper --data-root /datasets --slurm --partition gpu
-Each step runs as its own subprocess (or SLURM job). Finished steps are skipped, partial ones resume from their
-folders, a failed step is reported and everything not depending on it goes on.
+Each step runs as its own subprocess (or SLURM job), up to --jobs at a time once its dependencies are done (locally
+each with CPUs // jobs intra-op threads: small CPU models run best one thread per process). Finished steps are
+skipped, partial ones resume from their folders, a failed step is reported and everything not depending on it goes
+on.
 """
 from __future__ import annotations
 
@@ -13,12 +15,13 @@ import json
 import shlex
 import sys
 import time
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from pathlib import Path
 
 if __package__ in (None, ""):                       # run as a script: make the repo importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.executors import LocalExecutor, make_slurm_executor  # noqa: E402
+from benchmarks.executors import LocalExecutor, cpu_count, make_slurm_executor  # noqa: E402
 from benchmarks.suite import Step, SuiteError, load_suite, plan, resolve_suite_path  # noqa: E402
 from pretrain.fileio import atomic_write_json  # noqa: E402
 
@@ -33,6 +36,11 @@ def parse_args(argv=None):
     ap.add_argument("--rerun-failed", action="store_true", help="(default) failed steps are retried; kept for clarity")
     ap.add_argument("--slurm", action="store_true", help="run each step as a SLURM job through slurm/ (submitit)")
     ap.add_argument("--timeout-s", type=int, default=None, help="per-step timeout for local runs")
+    ap.add_argument("--jobs", type=int, default=None,
+                    help="steps run at the same time (default: local = the CPUs this process may use, at most 4; "
+                         "--slurm = 8); independent steps only, dependencies wait")
+    ap.add_argument("--threads", type=int, default=None,
+                    help="local: intra-op threads per step (default: CPUs // jobs, at least 1)")
     from slurm.options import add_cluster_args   # the one shared set of cluster options
     add_cluster_args(ap)
     return ap.parse_args(argv)
@@ -63,31 +71,59 @@ def print_plan(steps: list[Step]) -> None:
         print(f"          python -m {' '.join(shlex.quote(a) for a in s.argv)}")
 
 
-def execute(steps: list[Step], executor, status_path: Path) -> dict[str, str]:
+def execute(steps: list[Step], executor, status_path: Path, jobs: int = 1) -> dict[str, str]:
+    """Run `steps` (in plan order, dependencies first) with up to `jobs` at a time; a step starts once all of its
+    dependencies in `steps` finished well, is skipped when done already, and is blocked when one failed.
+    Returns {step id: "ok (N s)" | "skipped (done)" | "failed: ..." | "blocked by ID"}; status_path is rewritten
+    after every finished step."""
     status: dict[str, str] = {}
     t_suite = time.time()
-    n = len(steps)
-    for i, s in enumerate(steps, 1):
-        head = f"[{i:3d}/{n}] {s.id}"
-        if s.is_done:
-            status[s.id] = "skipped (done)"
-            print(f"{head}: done already, skipped", flush=True)
-            continue
-        bad = [d for d in s.deps if status.get(d, "").startswith(("failed", "blocked"))]
-        if bad:
-            status[s.id] = f"blocked by {bad[0]}"
-            print(f"{head}: blocked (dependency {bad[0]} failed)", flush=True)
-            continue
-        print(f"{head}: running ...", flush=True)
-        t0 = time.time()
-        ok, detail = executor.run(s)
-        dt = time.time() - t0
-        if ok and not s.is_done:
-            ok, detail = False, f"exited 0 but did not write {s.done}"
-        status[s.id] = f"ok ({dt:.0f} s)" if ok else f"failed: {detail}"
-        print(f"{head}: {'ok' if ok else 'FAILED'} in {dt:.0f} s (elapsed {time.time() - t_suite:.0f} s)"
-              + ("" if ok else f"\n{detail}"), flush=True)
-        atomic_write_json(status_path, status)
+    n, ids = len(steps), {s.id for s in steps}
+    index = {s.id: i for i, s in enumerate(steps, 1)}
+    pending, running = list(steps), {}
+
+    def head(s: Step) -> str:
+        return f"[{index[s.id]:3d}/{n}] {s.id}"
+
+    with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
+        while pending or running:
+            for s in list(pending):                  # plan order: a step's dependencies are decided before it
+                if s.is_done:
+                    status[s.id] = "skipped (done)"
+                    print(f"{head(s)}: done already, skipped", flush=True)
+                    pending.remove(s)
+                    continue
+                bad = [d for d in s.deps if status.get(d, "").startswith(("failed", "blocked"))]
+                if bad:
+                    status[s.id] = f"blocked by {bad[0]}"
+                    print(f"{head(s)}: blocked (dependency {bad[0]} failed)", flush=True)
+                    pending.remove(s)
+                    continue
+                ready = all(d in status or d not in ids for d in s.deps)
+                if ready and len(running) < max(1, jobs):
+                    print(f"{head(s)}: running ...", flush=True)
+                    running[pool.submit(executor.run, s)] = (s, time.time())
+                    pending.remove(s)
+            if not running:
+                break                                # nothing can start: (cannot happen with plan-ordered deps)
+            finished, _ = wait(running, return_when=FIRST_COMPLETED)
+            for fut in finished:
+                s, t0 = running.pop(fut)
+                try:
+                    ok, detail = fut.result()
+                except Exception as e:               # an executor error is this step's failure, not the suite's
+                    ok, detail = False, f"{type(e).__name__}: {e}"
+                dt = time.time() - t0
+                if ok and not s.is_done:
+                    ok, detail = False, f"exited 0 but did not write {s.done}"
+                cpu = getattr(executor, "cpu_s", {}).get(s.id)
+                took = f"{dt:.0f} s" + (f", {cpu:.0f} cpu-s" if cpu is not None else "")
+                status[s.id] = f"ok ({took})" if ok else f"failed: {detail}"
+                print(f"{head(s)}: {'ok' if ok else 'FAILED'} in {took} (elapsed {time.time() - t_suite:.0f} s)"
+                      + ("" if ok else f"\n{detail}"), flush=True)
+                atomic_write_json(status_path, status)
+    for s in pending:                                # only if a dependency never resolved
+        status[s.id] = "blocked: dependencies did not finish"
     return status
 
 
@@ -111,10 +147,18 @@ def main(argv=None) -> int:
         print(f"suite {suite['name']} ({suite_path}) -> {out}")
         print_plan(steps + [collate])
         return 0
-    executor = make_slurm_executor(args, out) if args.slurm else LocalExecutor(timeout_s=args.timeout_s)
+    if args.slurm:
+        jobs = args.jobs or 8
+        executor = make_slurm_executor(args, out)
+        how = f"{jobs} SLURM jobs at a time"
+    else:
+        jobs = args.jobs or min(cpu_count(), 4)
+        threads = args.threads or max(1, cpu_count() // jobs)
+        executor = LocalExecutor(timeout_s=args.timeout_s, threads=threads)
+        how = f"{jobs} at a time x {threads} threads"
     t0 = time.time()
-    print(f"suite {suite['name']}: {len(steps)} steps -> {out}", flush=True)
-    status = execute(steps, executor, out / "status.json")
+    print(f"suite {suite['name']}: {len(steps)} steps -> {out} ({how})", flush=True)
+    status = execute(steps, executor, out / "status.json", jobs=jobs)
     collate.done.unlink(missing_ok=True)                      # the leaderboard is always rewritten
     ok, detail = LocalExecutor().run(collate)
     status["collate"] = "ok" if ok else f"failed: {detail}"

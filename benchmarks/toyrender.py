@@ -178,12 +178,14 @@ class Scene:
     crowd: tuple[int, np.ndarray] | None   # a cluster of tiny same-class shapes: (class index, visible mask)
 
 
-def dense_scene(rng: np.random.Generator, size: int, max_objects: int = 5, p_crowd: float = 0.2,
-                min_visible: float = 0.35, min_area: int = 12) -> Scene:
-    """Several objects (1..max_objects) that may occlude each other; every kept object stays >= `min_visible` of
-    its in-frame area and >= `min_area` px visible. Optionally a crowd cluster under them (COCO iscrowd=1)."""
+def dense_scene(rng: np.random.Generator, size: int, max_objects: int = 4, p_crowd: float = 0.2,
+                min_visible: float = 0.35, min_area: int = 12, radius: tuple[float, float] = (0.13, 0.3)) -> Scene:
+    """Several objects (1..max_objects, radius `radius` x size: 25-60 % of the image across) that may occlude each
+    other; every kept object stays >= `min_visible` of its in-frame area and >= `min_area` px visible. Optionally a
+    crowd cluster under them (COCO iscrowd=1). Sized so that a small CNN/ViT learns the shapes within a few hundred
+    CPU iterations (the toy suite's budget), with fewer distractor blobs than the classification images."""
     h = w = size
-    img = background(rng, h, w)
+    img = background(rng, h, w, n_blobs=(0, 3))
     crowd = None
     if rng.uniform() < p_crowd:
         label = int(rng.integers(len(CLASSES)))
@@ -199,7 +201,7 @@ def dense_scene(rng: np.random.Generator, size: int, max_objects: int = 5, p_cro
     for _ in range(int(rng.integers(1, max_objects + 1))):
         for _try in range(10):
             label = int(rng.integers(len(CLASSES)))
-            r = size * rng.uniform(0.08, 0.25)
+            r = size * rng.uniform(*radius)
             cx, cy = rng.uniform(0.5 * r, size - 0.5 * r, 2)
             m = _random_shape(rng, label, cx, cy, r, h, w)
             if m.sum() < 2 * min_area:

@@ -3,7 +3,8 @@
 Flow: config (mmengine .py inheriting `mmdet::` / `mmseg::` bases) -> overrides (--cfg-options, --data-root,
 --tiny) -> checks (dataset layout, no silent `init_cfg=Pretrained`, normalisation = pre-training's) ->
 mmengine Runner -> model.init_weights() -> backbone weights through the gate (transfer.weights; writes
-load_report.json) -> train (+ val at the end) -> result.json (transfer.results).
+load_report.json) -> train (+ val at the end) -> result.json (transfer.results): task from the framework,
+dataset + protocol id from the config's `benchmark = dict(dataset=..., protocol=...)` (see result_fields), seed.
 
 SyncBN: configs ask for SyncBN (the protocols); with `--launcher none` mmengine's Runner reverts every
 SyncBN layer to BatchNorm (Runner.wrap_model -> revert_sync_batchnorm), so the same configs run on one
@@ -19,6 +20,7 @@ import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 from mmengine.hooks import Hook
 
@@ -42,6 +44,7 @@ class Framework:
     layout: str          # human description of the expected dataset layout
     metrics: dict        # result key -> (evaluator key, factor to percent)
     root_subdir: str = ""  # --data-root may also name the folder holding this one (ADEChallengeData2016)
+    configure: Callable | None = None   # (cfg) -> None: framework-specific set-up, after the data root is set
 
 
 def parse_args(fw: Framework, argv=None) -> argparse.Namespace:
@@ -59,7 +62,27 @@ def parse_args(fw: Framework, argv=None) -> argparse.Namespace:
                     help="CPU smoke run: images ~SIZE px, 2 iterations, few RoIs, workers 0, no checkpoints")
     ap.add_argument("--iters", type=int, default=None, help="with --tiny: training iterations (default 2)")
     ap.add_argument("--amp", action="store_true", help="mixed precision (AmpOptimWrapper)")
+    ap.add_argument("--seed", type=int, default=None, help="random seed (default: the config's randomness.seed, "
+                    "else 0); written to result.json")
     return ap.parse_args(argv)
+
+
+BENCHMARK_KEYS = ("dataset", "protocol")
+
+
+def result_fields(cfg, fw: Framework, args) -> dict:
+    """result.json's dataset and protocol: the config's `benchmark = dict(dataset=..., protocol=...)` (defaults: the
+    framework's dataset, no protocol). A run that departs from the config (--tiny, --cfg-options) gets its protocol
+    suffixed ('+tiny', '+cfg-options'), so it is never set beside a published number of the unchanged protocol."""
+    bench = cfg.get("benchmark") or {}
+    bad = sorted(set(bench) - set(BENCHMARK_KEYS))
+    if bad:
+        raise ConfigError(f"{args.config}: benchmark has unknown keys {bad}; allowed: {list(BENCHMARK_KEYS)}")
+    protocol = bench.get("protocol")
+    if protocol:
+        protocol += "+tiny" if args.tiny else ""
+        protocol += "+cfg-options" if args.cfg_options else ""
+    return {"dataset": bench.get("dataset", fw.dataset), "protocol": protocol}
 
 
 # ----------------------------------------------------------------------------- config helpers
@@ -265,18 +288,25 @@ def run(fw: Framework, argv=None) -> dict:
         if fw.root_subdir and (root / fw.root_subdir).is_dir() and not (root / "images").is_dir():
             root = root / fw.root_subdir
         set_data_root(cfg, str(root))
+    if fw.configure is not None:
+        fw.configure(cfg)
+    if args.seed is not None:
+        cfg.randomness = dict(cfg.get("randomness") or {}, seed=args.seed)
     if args.tiny:
         apply_tiny(cfg, fw, args.tiny, args.iters or 2)
     if args.amp:
         cfg.optim_wrapper.type = "AmpOptimWrapper"
         cfg.optim_wrapper.setdefault("loss_scale", "dynamic")
     check_layout(cfg, fw)
+    from transfer.datacheck import preflight    # data pre-flight: malformed annotations fail here, naming the file
+    preflight(cfg, fw.name, work_dir=work)
     forbid_silent_pretrained(cfg)
     loaded = read_backbone_weights(args.weights)          # fail early on a bad weights file
     meta = loaded[1]
     check_normalisation(cfg, meta)
     cfg.resume = find_latest_checkpoint(str(work)) is not None if work.is_dir() else False
     cfg.setdefault("randomness", dict(seed=0))
+    fields = result_fields(cfg, fw, args)
     ckpt = cfg.default_hooks.get("checkpoint")
     if ckpt and ckpt.get("interval", 1) > 0:
         ckpt.setdefault("max_keep_ckpts", 3)              # the run folder keeps the newest few (+ last)
@@ -306,20 +336,22 @@ def run(fw: Framework, argv=None) -> dict:
         return {}
     backbone = meta.get("preset") or _backbone_name(model)
     method = meta.get("method", "a2mim" if meta.get("format") == "openmixup" else "unknown")
-    path = write_result(work, task=fw.task, framework=fw.name, dataset=fw.dataset, backbone=backbone, method=method,
-                        metrics=metrics, weights=str(Path(args.weights).resolve()),
-                        config=str(Path(args.config).resolve()), tiny=bool(args.tiny))
+    path = write_result(work, task=fw.task, framework=fw.name, backbone=backbone, method=method, metrics=metrics,
+                        weights=str(Path(args.weights).resolve()), config=str(Path(args.config).resolve()),
+                        tiny=bool(args.tiny), seed=cfg.randomness.get("seed"), **fields)
     return json.loads(Path(path).read_text())
 
 
 def cli(fw: Framework, argv=None) -> int:
     """Command line: bad input (data layout, config, weights, load gate) ends with one clear message, exit 2."""
+    from pretrain.checkpoint import CheckpointError
+    from pretrain.datacheck import DatasetError
     from pretrain.export_format import ExportFormatError
     from transfer.weights import IncompleteLoadError, WeightsFormatError
     try:
         run(fw, argv)
     except (DataLayoutError, ConfigError, IncompleteLoadError, WeightsFormatError, ExportFormatError,
-            FileNotFoundError) as e:
+            FileNotFoundError, DatasetError, CheckpointError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     return 0

@@ -3,7 +3,10 @@
 { "schema": "a2mim-result/1", "task": "coco_det"|"ade20k_seg"|"in1k_finetune"|..., "framework": "mmdet"|...,
   "dataset": str, "backbone": preset name, "method": "a2mim"|"simmim"|"random"|..., "weights": path|null,
   "weights_sha256": str|null, "config": path, "run_dir": path, "git_commit": str|null, "time": iso8601,
-  "metrics": {"bbox_mAP": .., "segm_mAP": .., "mIoU": .., "aAcc": .., "top1": .., ...} }
+  "metrics": {"bbox_mAP": .., "segm_mAP": .., "mIoU": .., "aAcc": .., "top1": .., ...},
+  optional: "protocol": id|null (benchmarks/reference.yaml; 'toy' for the toy world), "seed": int, "tiny": bool }
+Task names are benchmarks/reference.yaml's (coco_det, ade20k_seg, in1k_finetune, in1k_linear); 'pretrain' marks a
+pre-training run (not tabled by the collator).
 Metric values are floats in percent (0-100), as papers report them.
 """
 from __future__ import annotations

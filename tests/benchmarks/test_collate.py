@@ -1,4 +1,6 @@
-"""benchmarks/collate.py: fixture result.json files -> exactly the expected leaderboard tables."""
+"""benchmarks/collate.py: fixture result.json files -> exactly the expected leaderboard tables (deltas only where
+task, protocol key and method match a published row; toy and '+tiny' runs never match; pre-training runs are
+counted, not tabled)."""
 from __future__ import annotations
 
 import json
@@ -41,15 +43,20 @@ def _run(root: Path, name: str, method: str, metrics: dict, seed=None, task="coc
 @pytest.fixture
 def runs(tmp_path):
     root = tmp_path / "runs"
-    _run(root, "a2mim_s0", "a2mim", {"bbox_mAP": 30.0, "segm_mAP": 25.0}, seed=0)
-    _run(root, "a2mim_s1", "a2mim", {"bbox_mAP": 32.0, "segm_mAP": 26.0}, seed=1)
-    _run(root, "random_s0", "random", {"bbox_mAP": 10.0, "segm_mAP": 8.0}, seed=0)
-    _run(root, "random_s1", "random", {"bbox_mAP": 14.0, "segm_mAP": 10.0}, seed=1)
-    _run(root, "simmim_s0", "simmim", {"bbox_mAP": 28.0, "segm_mAP": 24.0}, seed=0, config=False)
+    _run(root, "a2mim_s0", "a2mim", {"bbox_mAP": 30.0, "segm_mAP": 25.0}, seed=0, protocol="toy")
+    _run(root, "a2mim_s1", "a2mim", {"bbox_mAP": 32.0, "segm_mAP": 26.0}, seed=1, protocol="toy")
+    _run(root, "random_s0", "random", {"bbox_mAP": 10.0, "segm_mAP": 8.0}, seed=0, protocol="toy")
+    _run(root, "random_s1", "random", {"bbox_mAP": 14.0, "segm_mAP": 10.0}, seed=1, protocol="toy")
+    _run(root, "simmim_s0", "simmim", {"bbox_mAP": 28.0, "segm_mAP": 24.0}, seed=0, config=False, protocol="toy")
     _run(root, "seg_a2mim", "a2mim", {"aAcc": 80.0, "mIoU": 40.0}, seed=0, task="ade20k_seg", dataset="toy_ade",
          backbone="vit_tiny")
     _run(root, "paper_r50", "a2mim", {"bbox_mAP": 40.1, "segm_mAP": 34.0}, dataset="coco2017", backbone="resnet50",
          protocol="c4-2x")
+    # the same protocol shrunk by --tiny: its own row, no delta
+    _run(root, "tiny_r50", "a2mim", {"bbox_mAP": 5.0, "segm_mAP": 4.0}, dataset="coco2017", backbone="resnet50",
+         protocol="c4-2x+tiny")
+    # a pre-training run's result.json (task 'pretrain', losses): counted, not tabled
+    _run(root, "pretrain_r18", "a2mim", {"loss": 0.1, "steps": 300.0}, task="pretrain", dataset="/data/imagenet")
     (root / "bad_json").mkdir()
     (root / "bad_json" / "result.json").write_text("")
     (root / "no_schema").mkdir()
@@ -64,18 +71,20 @@ def runs(tmp_path):
 
 SRC = "README \\| table 3"
 CFG = "[config](../runs/{0}/config.py), `0123456`"
+TOY = "coco_det/toy_coco/resnet18/toy"
 EXPECTED_MD = f"""# Leaderboard
 
-7 results under `../runs`, 3 skipped. Cells: mean ± sample std over n runs (seeds), metrics in percent; (Δ x) = ours − published, shown only where the protocol key and the method match.
+8 results under `../runs`, 3 skipped, 1 pre-training run not tabled. Cells: mean ± sample std over n runs (seeds), metrics in percent; (Δ x) = ours − published, shown only where the protocol key and the method match.
 
 ## coco_det
 
 | dataset | backbone | method | protocol | n | bbox_mAP | segm_mAP | runs / source |
 |---|---|---|---|---:|---:|---:|---|
 | coco2017 | resnet50 | a2mim | coco_det/coco2017/resnet50/c4-2x | 1 | 40.10 (Δ +0.30) | 34.00 (Δ -0.90) | [paper_r50](../runs/paper_r50) ({CFG.format("paper_r50")}) |
-| toy_coco | resnet18 | a2mim |  | 2 | 31.00 ± 1.41 | 25.50 ± 0.71 | [seed 0](../runs/a2mim_s0) ({CFG.format("a2mim_s0")}); [seed 1](../runs/a2mim_s1) ({CFG.format("a2mim_s1")}) |
-| toy_coco | resnet18 | simmim |  | 1 | 28.00 | 24.00 | [seed 0](../runs/simmim_s0) (`0123456`) |
-| toy_coco | resnet18 | random |  | 2 | 12.00 ± 2.83 | 9.00 ± 1.41 | [seed 0](../runs/random_s0) ({CFG.format("random_s0")}); [seed 1](../runs/random_s1) ({CFG.format("random_s1")}) |
+| coco2017 | resnet50 | a2mim | coco_det/coco2017/resnet50/c4-2x+tiny | 1 | 5.00 | 4.00 | [tiny_r50](../runs/tiny_r50) ({CFG.format("tiny_r50")}) |
+| toy_coco | resnet18 | a2mim | {TOY} | 2 | 31.00 ± 1.41 | 25.50 ± 0.71 | [seed 0](../runs/a2mim_s0) ({CFG.format("a2mim_s0")}); [seed 1](../runs/a2mim_s1) ({CFG.format("a2mim_s1")}) |
+| toy_coco | resnet18 | simmim | {TOY} | 1 | 28.00 | 24.00 | [seed 0](../runs/simmim_s0) (`0123456`) |
+| toy_coco | resnet18 | random | {TOY} | 2 | 12.00 ± 2.83 | 9.00 ± 1.41 | [seed 0](../runs/random_s0) ({CFG.format("random_s0")}); [seed 1](../runs/random_s1) ({CFG.format("random_s1")}) |
 | coco2017 | resnet50 | a2mim (published) | coco_det/coco2017/resnet50/c4-2x | – | 39.8 | 34.9 | {SRC}; {SRC} (test-dev?) |
 
 ![coco_det](plots/coco_det.png)
@@ -107,12 +116,14 @@ C = "0123456"
 EXPECTED_CSV = f"""kind,task,dataset,backbone,method,protocol_key,metric,n,value,std,published,delta,source,runs,configs,commits
 ours,coco_det,coco2017,resnet50,a2mim,coco_det/coco2017/resnet50/c4-2x,bbox_mAP,1,40.1,,39.8,0.3,,../runs/paper_r50,../runs/paper_r50/config.py,{C}
 ours,coco_det,coco2017,resnet50,a2mim,coco_det/coco2017/resnet50/c4-2x,segm_mAP,1,34.0,,34.9,-0.9,,../runs/paper_r50,../runs/paper_r50/config.py,{C}
-ours,coco_det,toy_coco,resnet18,a2mim,,bbox_mAP,2,31.0,1.4142,,,,../runs/a2mim_s0;../runs/a2mim_s1,../runs/a2mim_s0/config.py;../runs/a2mim_s1/config.py,{C};{C}
-ours,coco_det,toy_coco,resnet18,a2mim,,segm_mAP,2,25.5,0.7071,,,,../runs/a2mim_s0;../runs/a2mim_s1,../runs/a2mim_s0/config.py;../runs/a2mim_s1/config.py,{C};{C}
-ours,coco_det,toy_coco,resnet18,simmim,,bbox_mAP,1,28.0,,,,,../runs/simmim_s0,,{C}
-ours,coco_det,toy_coco,resnet18,simmim,,segm_mAP,1,24.0,,,,,../runs/simmim_s0,,{C}
-ours,coco_det,toy_coco,resnet18,random,,bbox_mAP,2,12.0,2.8284,,,,../runs/random_s0;../runs/random_s1,../runs/random_s0/config.py;../runs/random_s1/config.py,{C};{C}
-ours,coco_det,toy_coco,resnet18,random,,segm_mAP,2,9.0,1.4142,,,,../runs/random_s0;../runs/random_s1,../runs/random_s0/config.py;../runs/random_s1/config.py,{C};{C}
+ours,coco_det,coco2017,resnet50,a2mim,coco_det/coco2017/resnet50/c4-2x+tiny,bbox_mAP,1,5.0,,,,,../runs/tiny_r50,../runs/tiny_r50/config.py,{C}
+ours,coco_det,coco2017,resnet50,a2mim,coco_det/coco2017/resnet50/c4-2x+tiny,segm_mAP,1,4.0,,,,,../runs/tiny_r50,../runs/tiny_r50/config.py,{C}
+ours,coco_det,toy_coco,resnet18,a2mim,{TOY},bbox_mAP,2,31.0,1.4142,,,,../runs/a2mim_s0;../runs/a2mim_s1,../runs/a2mim_s0/config.py;../runs/a2mim_s1/config.py,{C};{C}
+ours,coco_det,toy_coco,resnet18,a2mim,{TOY},segm_mAP,2,25.5,0.7071,,,,../runs/a2mim_s0;../runs/a2mim_s1,../runs/a2mim_s0/config.py;../runs/a2mim_s1/config.py,{C};{C}
+ours,coco_det,toy_coco,resnet18,simmim,{TOY},bbox_mAP,1,28.0,,,,,../runs/simmim_s0,,{C}
+ours,coco_det,toy_coco,resnet18,simmim,{TOY},segm_mAP,1,24.0,,,,,../runs/simmim_s0,,{C}
+ours,coco_det,toy_coco,resnet18,random,{TOY},bbox_mAP,2,12.0,2.8284,,,,../runs/random_s0;../runs/random_s1,../runs/random_s0/config.py;../runs/random_s1/config.py,{C};{C}
+ours,coco_det,toy_coco,resnet18,random,{TOY},segm_mAP,2,9.0,1.4142,,,,../runs/random_s0;../runs/random_s1,../runs/random_s0/config.py;../runs/random_s1/config.py,{C};{C}
 published,coco_det,coco2017,resnet50,a2mim,coco_det/coco2017/resnet50/c4-2x,bbox_mAP,,39.8,,,,README | table 3; README | table 3 (test-dev?),,,
 published,coco_det,coco2017,resnet50,a2mim,coco_det/coco2017/resnet50/c4-2x,segm_mAP,,34.9,,,,README | table 3; README | table 3 (test-dev?),,,
 ours,ade20k_seg,toy_ade,vit_tiny,a2mim,,mIoU,1,40.0,,,,,../runs/seg_a2mim,../runs/seg_a2mim/config.py,{C}
@@ -124,7 +135,8 @@ def test_tables_are_exactly_as_expected(runs, tmp_path, caplog):
     root, ref = runs
     with caplog.at_level(logging.WARNING, logger="benchmarks.collate"):
         res = collate(root, tmp_path / "out", ref)
-    assert res["results"] == 7 and res["tables"] == 2
+    assert res["results"] == 8 and res["tables"] == 2
+    assert res["not_tabled"] == [root / "pretrain_r18" / "result.json"]
     assert [p.parent.name for p, _ in res["skipped"]] == ["bad_json", "bad_metric", "no_schema"]
     for name in ("bad_json", "bad_metric", "no_schema"):  # each skip is warned about, naming the file
         assert any(str(root / name / "result.json") in r.getMessage() for r in caplog.records)
@@ -191,7 +203,7 @@ def test_cli(runs, tmp_path, capsys):
     root, ref = runs
     assert main([str(root), "--out", str(tmp_path / "cli"), "--reference", str(ref)]) == 0
     assert (tmp_path / "cli" / "leaderboard.md").read_text() == EXPECTED_MD
-    assert "7 results, 3 skipped" in capsys.readouterr().out
+    assert "8 results, 3 skipped" in capsys.readouterr().out
     (tmp_path / "empty").mkdir()
     assert main([str(tmp_path / "empty"), "--no-reference"]) == 1  # nothing to show is a failure
     assert main([str(tmp_path / "missing")]) == 2

@@ -1,6 +1,7 @@
 """run_all: plan expansion, strict suites, skip-when-done, failure isolation (real subprocesses, stdlib modules)."""
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
@@ -14,11 +15,22 @@ def test_toy_suite_plan_has_matrix_and_dependencies(tmp_path):
     steps = plan(load_suite(resolve_suite_path("toy")), tmp_path)
     ids = [s.id for s in steps]
     assert ids[0] == "data/toy"
-    for m in ("a2mim_r18", "simmim_r18", "random_r18"):
-        assert f"export/{m}" in ids and f"toy_coco_instance/{m}/seed0" in ids
+    methods = [f"{m}_{b}" for b in ("r18", "vit") for m in ("a2mim", "simmim", "random")]
+    for m in methods:
+        assert f"export/{m}" in ids
+        for task in ("toy_coco_instance", "toy_ade_semseg"):
+            assert f"{task}/{m}/seed0" in ids
+    assert sum(s.kind == "pretrain" for s in steps) == 4 and sum(s.kind == "export" for s in steps) == 6
+    assert sum(s.kind == "transfer" for s in steps) == 12
     by_id = {s.id: s for s in steps}
     assert by_id["toy_coco_instance/a2mim_r18/seed0"].deps == ["export/a2mim_r18"]
     assert by_id["export/a2mim_r18"].deps == ["pretrain/a2mim_r18"]
+    det_vit = by_id["toy_coco_instance/simmim_vit/seed0"].argv
+    assert det_vit[:2] == ["transfer.mmdet.train", "transfer/mmdet/configs/toy_mask_rcnn_vit_tiny_sfp.py"]
+    assert det_vit[det_vit.index("--weights") + 1] == str(tmp_path / "weights" / "simmim_vit.safetensors")
+    seg_r18 = by_id["toy_ade_semseg/random_r18/seed0"].argv
+    assert seg_r18[:2] == ["transfer.mmseg.train", "transfer/mmseg/configs/toy_upernet_r18.py"]
+    assert seg_r18[seg_r18.index("--data-root") + 1] == str(tmp_path / "data" / "ade")
     # every dependency comes before its dependant
     for i, s in enumerate(steps):
         assert all(ids.index(d) < i for d in s.deps)
@@ -57,3 +69,34 @@ def test_dry_run_prints_the_plan(capsys, tmp_path):
     out = capsys.readouterr().out
     assert "python -m pretrain.train --config pretrain/configs/tiny_r18.yaml" in out
     assert "collate" in out
+
+
+def _handshake_step(tmp_path: Path, me: str, other: str, deps=()) -> Step:
+    """A step that announces itself (me.flag), waits up to 60 s for `other`'s flag, then writes me.done and the
+    OMP_NUM_THREADS it saw: it can only finish when both steps run at the same time."""
+    code = [f"import os, pathlib, time; d = pathlib.Path({str(tmp_path)!r})",
+            f"(d / '{me}.flag').touch(); t = time.time()",
+            f"while not (d / '{other}.flag').exists():",
+            "  assert time.time() - t < 60, 'the other step never started'; time.sleep(0.05)",
+            f"(d / '{me}.done').write_text(os.environ.get('OMP_NUM_THREADS', 'unset'))"]
+    return Step(me, "transfer", ["timeit", "-n", "1", "-r", "1", *code], tmp_path / me, tmp_path / f"{me}.done",
+                list(deps))
+
+
+def test_jobs_run_independent_steps_together_with_their_thread_budget(tmp_path):
+    steps = [_handshake_step(tmp_path, "a", "b"), _handshake_step(tmp_path, "b", "a"),
+             _zip_step(tmp_path, "after", deps=["a", "b"])]
+    status = execute(steps, LocalExecutor(threads=1), tmp_path / "status.json", jobs=2)
+    assert [status[k].split(" ")[0] for k in ("a", "b", "after")] == ["ok", "ok", "ok"]
+    assert (tmp_path / "a.done").read_text() == (tmp_path / "b.done").read_text() == "1"
+
+
+def test_timeout_kills_the_step_and_cpu_seconds_are_per_step(tmp_path):
+    slow = Step("slow", "transfer", ["timeit", "-n", "1", "-r", "1", "import time; time.sleep(30)"],
+                tmp_path / "slow", tmp_path / "never", meta={"timeout_s": 1})
+    ex = LocalExecutor()
+    t0 = time.time()
+    ok, detail = ex.run(slow)
+    assert not ok and detail.startswith("timed out after 1 s") and time.time() - t0 < 20
+    busy = _zip_step(tmp_path, "busy")
+    assert ex.run(busy) == (True, "") and 0.0 < ex.cpu_s["busy"] < 30.0   # a python start-up: well under 30 s

@@ -309,7 +309,11 @@ def test_train_two_iterations_and_evaluate(config, r50_plain, vitb, toy_coco, tm
             *TINY, *EXTRA[config]]
     assert main(argv) == 0
     res = read_result(run / "result.json")
-    assert (res["task"], res["framework"], res["method"]) == ("coco_instance", "detectron2", "random")
+    assert (res["task"], res["framework"], res["method"]) == ("coco_det", "detectron2", "random")
+    # toy data + command-line overrides: never the paper's protocol key
+    assert res["dataset"] == "toy_coco" and res["protocol"].endswith("+opts")
+    if config == "r50_c4_2x":
+        assert res["protocol"] == "maskrcnn-c4-ms2x+opts"
     assert res["backbone"] == ("vit_base" if config.startswith("vit") else "resnet50")
     for k in ("bbox_mAP", "segm_mAP", "bbox_mAP_50", "segm_mAP_75"):
         assert 0.0 <= res["metrics"][k] <= 100.0

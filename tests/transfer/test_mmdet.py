@@ -119,11 +119,14 @@ def test_silent_pretrained_init_is_refused(tmp_path, coco_root, r50_weights):
 
 
 # ----------------------------------------------------------------------------- 2-iteration runs (Runner, CPU)
-def _check_run(work: Path, weights: Path, n_matched: int, loaded: str):
+def _check_run(work: Path, weights: Path, n_matched: int, loaded: str, protocol: str, dataset: str = "coco2017",
+               seed: int = 0):
     from pretrain.fileio import sha256_file
     from transfer.results import read_result
     res = read_result(work / "result.json")
-    assert (res["task"], res["framework"], res["dataset"]) == ("coco_instance", "mmdet", "coco2017")
+    # task = reference.yaml's key; a --tiny run's protocol never equals a published row's
+    assert (res["task"], res["framework"], res["dataset"]) == ("coco_det", "mmdet", dataset)
+    assert (res["protocol"], res["seed"]) == (protocol, seed)
     assert res["backbone"] == weights.stem and res["method"] == "random"
     assert res["weights_sha256"] == sha256_file(weights) and res["tiny"] is True
     assert set(res["metrics"]) == {"bbox_mAP", "segm_mAP"}
@@ -150,7 +153,7 @@ def _run(tmp_path, coco_root, weights, config):
 
 def test_train_r50_c4_2x_moco(tmp_path, coco_root, r50_weights):
     work = _run(tmp_path, coco_root, r50_weights, "mask_rcnn_r50_c4_2x_moco.py")
-    res = _check_run(work, r50_weights, 318, "roi_head.shared_head.layer4.0.conv1.weight")
+    res = _check_run(work, r50_weights, 318, "roi_head.shared_head.layer4.0.conv1.weight", "maskrcnn-c4-ms2x+tiny")
     from transfer.mmdet.train import main          # a complete run folder is left alone
     again = main([str(CFG / "mask_rcnn_r50_c4_2x_moco.py"), "--weights", str(r50_weights), "--work-dir", str(work),
                   "--data-root", str(coco_root), "--tiny"])
@@ -159,9 +162,60 @@ def test_train_r50_c4_2x_moco(tmp_path, coco_root, r50_weights):
 
 def test_train_r50_fpn_1x(tmp_path, coco_root, r50_weights):
     work = _run(tmp_path, coco_root, r50_weights, "mask_rcnn_r50_fpn_1x.py")
-    _check_run(work, r50_weights, 318, "backbone.layer4.2.conv3.weight")
+    _check_run(work, r50_weights, 318, "backbone.layer4.2.conv3.weight", "maskrcnn-fpn-1x+tiny")
 
 
 def test_train_vit_base_sfp_1x(tmp_path, coco_root, vitb_weights):
     work = _run(tmp_path, coco_root, vitb_weights, "mask_rcnn_vit_base_sfp_1x.py")
-    _check_run(work, vitb_weights, 196, "backbone.blocks.11.attn.relative_position_bias_table")
+    _check_run(work, vitb_weights, 196, "backbone.blocks.11.attn.relative_position_bias_table", "maskrcnn-vit+tiny")
+
+
+# ----------------------------------------------------------------------------- the toy-world configs (the toy suite)
+TOY = {"toy_mask_rcnn_r18_fpn.py": ("ResNet", "FPN"),
+       "toy_mask_rcnn_vit_tiny_sfp.py": ("A2MIMViT", "SimpleFeaturePyramid")}
+
+
+@pytest.mark.parametrize("name", sorted(TOY))
+def test_toy_configs_are_cpu_sized_and_never_compared(name):
+    from benchmarks.toyrender import CLASSES
+    c = _cfg(name)
+    m = c.model
+    assert c.benchmark == dict(dataset="toy_coco", protocol="toy")      # result.json: no published row matches
+    assert (m.backbone.type, m.neck.type) == TOY[name] and m.backbone.get("init_cfg") is None
+    for dl in (c.train_dataloader, c.val_dataloader):
+        assert tuple(dl.dataset.metainfo.classes) == CLASSES                # the toy world's classes, by name
+    assert m.roi_head.bbox_head.num_classes == m.roi_head.mask_head.num_classes == 8
+    assert m.rpn_head.anchor_generator.scales == [4] and m.neck.out_channels == m.rpn_head.in_channels == 64
+    assert (m.train_cfg.rcnn.sampler.num, m.test_cfg.rpn.max_per_img, m.test_cfg.rcnn.max_per_img) == (32, 50, 20)
+    for dl in (c.train_dataloader, c.val_dataloader):
+        resize = [t for t in dl.dataset.pipeline if t.type == "Resize"][0]
+        assert resize.scale == (96, 96) and dl.num_workers == 0
+    assert c.train_cfg == dict(type="IterBasedTrainLoop", max_iters=200, val_interval=200)
+    assert (c.val_evaluator.type, c.val_evaluator.metric) == ("CocoMetric", ["bbox", "segm"])
+    assert c.default_hooks.checkpoint.interval == -1
+    warm, step = c.param_scheduler
+    assert (warm.end, step.milestones, step.by_epoch) == (50, [160], False)
+    if m.backbone.type == "A2MIMViT":
+        assert (m.backbone.preset, m.backbone.img_size, m.backbone.out_indices) == ("vit_tiny", 96, (3,))
+        assert c.optim_wrapper.constructor == "LayerDecayOptimWrapperConstructor"
+
+
+@pytest.fixture(scope="module")
+def toy_world(tmp_path_factory):
+    from benchmarks.toydata import make_toy_world
+    return make_toy_world(tmp_path_factory.mktemp("toy") / "w", size=32, dense_size=96, n_train=1, n_val=1,
+                          n_dense_train=4, n_dense_val=2)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name,preset,n_matched,loaded", [
+    ("toy_mask_rcnn_r18_fpn.py", "resnet18", 120, "backbone.layer4.1.conv2.weight"),
+    ("toy_mask_rcnn_vit_tiny_sfp.py", "vit_tiny", 68, "backbone.blocks.3.attn.relative_position_bias_table")])
+def test_train_toy_configs_on_the_toy_world(tmp_path, toy_world, name, preset, n_matched, loaded):
+    from pretrain.export import export_random
+    from transfer.mmdet.train import main
+    weights = export_random(tmp_path / f"{preset}.safetensors", [f"model.preset={preset}"])
+    work = tmp_path / "run"
+    main([str(CFG / name), "--weights", str(weights), "--work-dir", str(work), "--data-root", toy_world["coco"],
+          "--tiny", "64", "--seed", "3"])
+    _check_run(work, weights, n_matched, loaded, "toy+tiny", dataset="toy_coco", seed=3)

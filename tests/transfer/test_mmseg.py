@@ -119,15 +119,17 @@ def test_wrong_data_root_names_the_ade_layout(tmp_path, r50_weights):
     assert f"{tmp_path}/annotations/validation/ (val; non-empty folder)" in msg
 
 
-def _run_and_check(tmp_path, ade_root, weights, config, n_matched):
+def _run_and_check(tmp_path, ade_root, weights, config, n_matched, protocol, dataset="ade20k", seed=0):
     from pretrain.fileio import sha256_file
     from transfer.mmseg.train import main
     from transfer.results import read_result
     work = tmp_path / Path(config).stem
-    main([str(CFG / config), "--weights", str(weights), "--work-dir", str(work),
-          "--data-root", str(ade_root.parent), "--tiny", "64"])       # the folder holding ADEChallengeData2016
+    main([str(CFG / config), "--weights", str(weights), "--work-dir", str(work), "--data-root", str(ade_root.parent),
+          "--tiny", "64", "--seed", str(seed)])       # --data-root: the folder holding ADEChallengeData2016
     res = read_result(work / "result.json")
-    assert (res["task"], res["framework"], res["dataset"]) == ("ade20k_semseg", "mmseg", "ade20k")
+    # task = reference.yaml's key; a --tiny run's protocol never equals a published row's
+    assert (res["task"], res["framework"], res["dataset"]) == ("ade20k_seg", "mmseg", dataset)
+    assert (res["protocol"], res["seed"]) == (protocol, seed)
     assert res["weights_sha256"] == sha256_file(weights)
     assert set(res["metrics"]) == {"mIoU", "aAcc"} and all(0 <= v <= 100 for v in res["metrics"].values())
     rep = json.loads((work / "load_report.json").read_text())
@@ -136,15 +138,92 @@ def _run_and_check(tmp_path, ade_root, weights, config, n_matched):
     assert [x["iter"] for x in lines if x["split"] == "train"] == [1, 2]
     (val,) = [x for x in lines if x["split"] == "val"]
     assert abs(val["mIoU"] - res["metrics"]["mIoU"]) < 1e-3
+    return work
 
 
 def test_train_upernet_vit_base(tmp_path, ade_root, vitb_weights):
-    _run_and_check(tmp_path, ade_root, vitb_weights, "upernet_vit_base_160k.py", 196)
+    _run_and_check(tmp_path, ade_root, vitb_weights, "upernet_vit_base_160k.py", 196, "upernet-160k+tiny")
 
 
 def test_train_upernet_r50(tmp_path, ade_root, r50_weights):
-    _run_and_check(tmp_path, ade_root, r50_weights, "upernet_r50_160k.py", 318)
+    _run_and_check(tmp_path, ade_root, r50_weights, "upernet_r50_160k.py", 318, "upernet-160k+tiny")
 
 
 def test_train_fcn_d8_r50(tmp_path, ade_root, r50_weights):
-    _run_and_check(tmp_path, ade_root, r50_weights, "fcn_d8_r50_160k.py", 318)
+    _run_and_check(tmp_path, ade_root, r50_weights, "fcn_d8_r50_160k.py", 318, "fcn-d8-160k+tiny")
+
+
+# ----------------------------------------------------------------------------- the toy-world configs (the toy suite)
+TOY = {"toy_upernet_r18.py": ("ResNet", [64, 128, 256, 512], 256),
+       "toy_upernet_vit_tiny.py": ("A2MIMViT", [96] * 4, 96)}
+
+
+@pytest.mark.parametrize("name", sorted(TOY))
+def test_toy_configs_are_cpu_sized_and_never_compared(name):
+    c = _cfg(name)
+    m = c.model
+    bb, decode_in, aux_in = TOY[name]
+    assert c.benchmark == dict(dataset="toy_ade", protocol="toy")      # result.json: no published row matches
+    assert c.classes_json == "classes.json" and m.pretrained is None
+    assert m.backbone.type == bb and not m.backbone.get("deep_stem", False) and m.backbone.get("init_cfg") is None
+    assert (m.decode_head.type, m.decode_head.in_channels, m.decode_head.channels) == ("UPerHead", decode_in, 64)
+    assert (m.auxiliary_head.type, m.auxiliary_head.in_channels, m.auxiliary_head.loss_decode.loss_weight) == \
+        ("FCNHead", aux_in, 0.4)
+    assert m.decode_head.num_classes == m.auxiliary_head.num_classes == 9
+    for dl in (c.train_dataloader, c.val_dataloader):
+        assert (dl.dataset.type, dl.dataset.reduce_zero_label, dl.num_workers) == ("BaseSegDataset", True, 0)
+    crop = [t for t in c.train_dataloader.dataset.pipeline if t.type == "RandomCrop"][0]
+    assert crop.crop_size == (96, 96) and m.data_preprocessor.size == (96, 96) and m.test_cfg.mode == "whole"
+    assert c.train_cfg == dict(type="IterBasedTrainLoop", max_iters=200, val_interval=200)
+    assert (c.val_evaluator.type, c.val_evaluator.iou_metrics) == ("IoUMetric", ["mIoU"])
+    assert c.default_hooks.checkpoint.interval == -1
+    if bb == "A2MIMViT":
+        assert (m.backbone.preset, m.backbone.img_size, m.backbone.out_indices) == ("vit_tiny", 96, (0, 1, 2, 3))
+        assert (m.neck.type, m.neck.embed_dim, m.neck.rescales) == ("Feature2Pyramid", 96, [4, 2, 1, 0.5])
+
+
+@pytest.fixture(scope="module")
+def toy_world(tmp_path_factory):
+    from benchmarks.toydata import make_toy_world
+    return make_toy_world(tmp_path_factory.mktemp("toy") / "w", size=32, dense_size=96, n_train=1, n_val=1,
+                          n_dense_train=4, n_dense_val=2)
+
+
+def test_classes_json_gives_metainfo_and_is_checked(tmp_path, toy_world):
+    from benchmarks.toydata import ADE_CLASSES, ADE_PALETTE
+    from transfer.mmseg.train import apply_classes_json
+    from transfer.openmmlab_common import ConfigError, DataLayoutError, set_data_root
+    cfg = _cfg("toy_upernet_r18.py")
+    set_data_root(cfg, toy_world["ade_data_root"])            # classes.json lies in the folder above
+    apply_classes_json(cfg)
+    for dl in (cfg.train_dataloader, cfg.val_dataloader, cfg.test_dataloader):
+        assert dl.dataset.metainfo == dict(classes=list(ADE_CLASSES), palette=ADE_PALETTE)
+        assert dl.dataset.reduce_zero_label is True
+        assert [t.reduce_zero_label for t in dl.dataset.pipeline if t.type == "LoadAnnotations"] == [True]
+    cfg = _cfg("toy_upernet_r18.py")
+    set_data_root(cfg, toy_world["ade_data_root"])
+    cfg.model.auxiliary_head.num_classes = 150
+    with pytest.raises(ConfigError, match=r"model.auxiliary_head.num_classes is 150, but .*classes.json lists 9"):
+        apply_classes_json(cfg)
+    cfg = _cfg("toy_upernet_r18.py")
+    set_data_root(cfg, str(tmp_path / "ADEChallengeData2016"))
+    with pytest.raises(DataLayoutError, match=r"classes_json 'classes.json' not found; looked for .*"
+                                              r"ADEChallengeData2016/classes.json, .*/classes.json"):
+        apply_classes_json(cfg)
+    (tmp_path / "classes.json").write_text('{"names": []}')
+    with pytest.raises(ConfigError, match=r"classes.json: expected a JSON object with 'classes'"):
+        apply_classes_json(cfg)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name,preset,n_matched", [("toy_upernet_r18.py", "resnet18", 120),
+                                                   ("toy_upernet_vit_tiny.py", "vit_tiny", 68)])
+def test_train_toy_configs_on_the_toy_world(tmp_path, toy_world, name, preset, n_matched):
+    from mmengine.config import Config
+    from benchmarks.toydata import ADE_CLASSES
+    from pretrain.export import export_random
+    weights = export_random(tmp_path / f"{preset}.safetensors", [f"model.preset={preset}"])
+    work = _run_and_check(tmp_path, Path(toy_world["ade_data_root"]), weights, name, n_matched, "toy+tiny",
+                          dataset="toy_ade", seed=3)
+    dumped = Config.fromfile(str(work / name))        # the resolved config the Runner wrote into the run folder
+    assert list(dumped.val_dataloader.dataset.metainfo["classes"]) == list(ADE_CLASSES)

@@ -61,6 +61,20 @@ def preflight_coco(root: str | Path) -> None:
     rep.raise_if_bad()
 
 
+# config name -> the protocol id of benchmarks/reference.yaml (the others have no published row)
+PROTOCOL_IDS = {"r50_c4_2x": "maskrcnn-c4-ms2x", "vit_base_sfp": "maskrcnn-vit"}
+
+
+def result_protocol(config: str, opts: list[str]) -> str:
+    """Protocol id for result.json; command-line overrides make it '+opts' (never set beside a paper number)."""
+    return PROTOCOL_IDS.get(config, config) + ("+opts" if opts else "")
+
+
+def result_dataset(root: str | Path) -> str:
+    """'toy_coco' for the generated toy world (benchmarks/toydata.py marks its root), else 'coco2017'."""
+    return "toy_coco" if (Path(root).resolve().parent / "toyworld.json").is_file() else "coco2017"
+
+
 def coco_num_classes(ann: Path) -> int:
     try:
         cats = json.loads(ann.read_text()).get("categories")
@@ -196,9 +210,9 @@ def run(args) -> dict | None:
     if any(math.isnan(v) for v in metrics.values()):
         logger.warning("some COCO metrics are NaN (the model made no predictions): %s", metrics)
     backbone = info.get("preset") or (f"resnet{info['depth']}" if info["kind"] == "resnet" else cfg.MODEL.VIT.PRESET)
-    write_result(out, task="coco_instance", framework="detectron2", dataset="coco2017", backbone=backbone,
-                 method=info.get("method") or "unknown", metrics=metrics, weights=str(args.weights),
-                 config=str(out / "config.yaml"), protocol=args.config, data_root=str(Path(args.data_root).resolve()),
+    write_result(out, task="coco_det", framework="detectron2", dataset=result_dataset(args.data_root),
+                 backbone=backbone, method=info.get("method") or "unknown", metrics=metrics, weights=str(args.weights),
+                 config=str(out / "config.yaml"), protocol=result_protocol(args.config, args.opts), data_root=str(Path(args.data_root).resolve()),
                  load_report=str(out / "load_report.json"), iterations=cfg.SOLVER.MAX_ITER,
                  world_size=comm.get_world_size(), runtime_changes=changes)
     return metrics

@@ -12,6 +12,7 @@ _base_ = [
     'mmdet::_base_/default_runtime.py',
 ]
 custom_imports = dict(imports=['transfer.mmdet.models'], allow_failed_imports=False)
+benchmark = dict(protocol='maskrcnn-c4-ms2x')   # result.json protocol id (benchmarks/reference.yaml)
 
 norm_cfg = dict(type='SyncBN', requires_grad=True)
 model = dict(

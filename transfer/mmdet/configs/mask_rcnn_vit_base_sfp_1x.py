@@ -14,6 +14,7 @@ _base_ = [
     'mmdet::_base_/default_runtime.py',
 ]
 custom_imports = dict(imports=['transfer.mmdet.models'], allow_failed_imports=False)
+benchmark = dict(protocol='maskrcnn-vit')   # result.json protocol id (benchmarks/reference.yaml)
 
 image_size = 1024
 norm_cfg = dict(type='SyncBN', requires_grad=True)

@@ -1,13 +1,8 @@
-# The built-in toy world (benchmarks/toydata.py) on Mask R-CNN R18-FPN: the R50-FPN 1x protocol with ResNet-18
-# channels, the toy's 8 shape classes (COCO ids 1,3,..,15, mapped by name), small images. CPU-sized; run with
-# `python -m transfer.mmdet.train THIS --weights W --data-root TOY/coco --tiny 64 --iters N`.
-_base_ = ['./mask_rcnn_r50_fpn_1x.py']
-classes = ('circle', 'square', 'triangle', 'star', 'cross', 'ring', 'crescent', 'heart')
-metainfo = dict(classes=classes)
+# Toy-world Mask R-CNN R18-FPN (CPU, ~1 min on 2 cores): the toy head/data/schedule of _toy_mask_rcnn.py on a
+# ResNet-18 (pytorch style, all stages trainable, BN in train mode as in the R50-FPN protocol).
+# `python -m transfer.mmdet.train THIS --weights W --data-root TOY/coco --work-dir D`
+# (a smoke run: add `--tiny 64 --iters 2`).
+_base_ = ['./_toy_mask_rcnn.py']
 model = dict(
-    backbone=dict(depth=18),
-    neck=dict(in_channels=[64, 128, 256, 512]),
-    roi_head=dict(bbox_head=dict(num_classes=len(classes)), mask_head=dict(num_classes=len(classes))))
-train_dataloader = dict(dataset=dict(metainfo=metainfo))
-val_dataloader = dict(dataset=dict(metainfo=metainfo))
-test_dataloader = val_dataloader
+    backbone=dict(depth=18, frozen_stages=-1, norm_cfg={{_base_.norm_cfg}}, norm_eval=False, init_cfg=None),
+    neck=dict(in_channels=[64, 128, 256, 512], norm_cfg={{_base_.norm_cfg}}))

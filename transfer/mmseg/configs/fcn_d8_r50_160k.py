@@ -4,5 +4,6 @@
 # instead of ResNetV1c, so the pre-trained stem loads. Weights via train.py --weights (load gate).
 _base_ = ['mmseg::fcn/fcn_r50-d8_4xb4-160k_ade20k-512x512.py']
 custom_imports = dict(imports=['transfer.mmseg.models'], allow_failed_imports=False)
+benchmark = dict(protocol='fcn-d8-160k')   # result.json protocol id (benchmarks/reference.yaml)
 
 model = dict(pretrained=None, backbone=dict(type='ResNet', init_cfg=None))

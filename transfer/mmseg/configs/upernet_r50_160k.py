@@ -4,5 +4,6 @@
 # `pretrained=`: train.py --weights loads the backbone through the load gate.
 _base_ = ['mmseg::upernet/upernet_r50_4xb4-160k_ade20k-512x512.py']
 custom_imports = dict(imports=['transfer.mmseg.models'], allow_failed_imports=False)
+benchmark = dict(protocol='upernet-160k')   # result.json protocol id (benchmarks/reference.yaml)
 
 model = dict(pretrained=None, backbone=dict(type='ResNet', init_cfg=None))

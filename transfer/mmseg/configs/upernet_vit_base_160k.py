@@ -12,6 +12,7 @@ _base_ = [
     'mmseg::_base_/schedules/schedule_160k.py',
 ]
 custom_imports = dict(imports=['transfer.mmseg.models'], allow_failed_imports=False)
+benchmark = dict(protocol='upernet-160k')   # result.json protocol id (benchmarks/reference.yaml)
 
 crop_size = (512, 512)
 model = dict(
