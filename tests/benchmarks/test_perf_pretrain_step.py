@@ -27,3 +27,19 @@ def test_pretrain_step_memory_subprocesses():
     decoder_mb = (512 * 3072 + 3072) * 4 * 4 / 2 ** 20
     assert row["a2mim_peak_mb"] - row["bare_peak_mb"] > 0.8 * decoder_mb
     assert row["mem_ratio"] > 1.0
+
+
+def test_pretrain_step_convnext_tiny_is_a_default_and_runs(tmp_path):
+    assert pretrain_step.DEFAULT_MODELS == ("resnet50", "convnext_tiny", "vit_base")
+    out = tmp_path / "perf.json"
+    res = pretrain_step.main(["--models", "convnext_tiny", "--precisions", "fp32", "--batch", "2", "--size", "64",
+                              "--threads", "1", "--iters", "1", "--warmup", "0", "--no-memory", "--out", str(out)])
+    (row,) = json.loads(out.read_text())["results"]
+    assert row["model"] == "convnext_tiny" and row == json.loads(json.dumps(res["results"][0]))
+    assert row["cpu_time_ratio"] == pytest.approx(row["a2mim_cpu_s"] / row["bare_cpu_s"])
+
+
+def test_pretrain_step_refuses_an_unknown_preset(capsys):
+    with pytest.raises(SystemExit):
+        pretrain_step.main(["--models", "convnext_t"])
+    assert "invalid choice: 'convnext_t'" in capsys.readouterr().err
