@@ -18,10 +18,10 @@ def test_toy_suite_plan_has_matrix_and_dependencies(tmp_path):
     methods = [f"{m}_{b}" for b in ("r18", "vit") for m in ("a2mim", "simmim", "random")]
     for m in methods:
         assert f"export/{m}" in ids
-        for task in ("toy_coco_instance", "toy_ade_semseg"):
+        for task in ("toy_coco_instance", "toy_ade_semseg", "toy_in1k_linear"):
             assert f"{task}/{m}/seed0" in ids
     assert sum(s.kind == "pretrain" for s in steps) == 4 and sum(s.kind == "export" for s in steps) == 6
-    assert sum(s.kind == "transfer" for s in steps) == 12
+    assert sum(s.kind == "transfer" for s in steps) == 18
     by_id = {s.id: s for s in steps}
     assert by_id["toy_coco_instance/a2mim_r18/seed0"].deps == ["export/a2mim_r18"]
     assert by_id["export/a2mim_r18"].deps == ["pretrain/a2mim_r18"]

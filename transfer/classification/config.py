@@ -91,6 +91,9 @@ class EmaConfig:
 class ClsRunConfig(LoopRunConfig):
     eval_interval: int = 1                # evaluate on val every N epochs (and always at the end); 0: end only
     eval_batch_per_gpu: Optional[int] = None   # None: run.batch_per_gpu
+    # protocol id of benchmarks/reference.yaml without the '@pt<epochs>' part (added from the weights' sidecar);
+    # result.json carries it so the leaderboard sets the run beside the paper's row of the same protocol
+    protocol: Optional[str] = None
 
 
 @dataclass

@@ -66,11 +66,31 @@ def build_criterion(cfg: ClsConfig) -> nn.Module:
     return LabelSmoothingCrossEntropy(ls) if ls > 0 else nn.CrossEntropyLoss()
 
 
+def result_dataset(root) -> str:
+    """'toy_imagenet' for the generated toy world (benchmarks/toydata.py marks its root), else 'imagenet1k'."""
+    from pathlib import Path
+    return "toy_imagenet" if (Path(root).resolve().parent / "toyworld.json").is_file() else "imagenet1k"
+
+
 class ClassificationLoop(Loop):
     tb_prefix = "classification"       # TensorBoard tags classification/*
+    recipe_changed = False             # train.py: the command line overrode recipe keys
 
     def __init__(self, cfg: ClsConfig):
         super().__init__(cfg, changed_keys, to_yaml)
+
+    def result_protocol(self) -> str | None:
+        """run.protocol + '@pt<pre-training epochs>' (from the weights' sidecar; toy runs stay 'toy'), and
+        '+overrides' when the command line changed the recipe (run.protocol_changed, set by train.py)."""
+        p = self.cfg.run.protocol
+        if not p:
+            return None
+        epochs = ((self.meta.get("pretrain_config") or {}).get("schedule") or {}).get("epochs")
+        if p != "toy" and self.meta.get("method") == "random":
+            p = f"{p}@scratch"
+        elif p != "toy" and self.meta.get("method") and epochs:
+            p = f"{p}@pt{epochs}"
+        return p + ("+overrides" if self.recipe_changed else "")
 
     # ---- data lists (before setup)
     def count_train_samples(self) -> int:
@@ -215,6 +235,7 @@ class ClassificationLoop(Loop):
         if "loss" in last:
             metrics["train_loss"] = last["loss"]
         write_result(self.run_dir, task=TASKS[self.cfg.model.mode], framework="a2mim-suite",
-                     dataset=str(self.cfg.data.root), backbone=self.spec["preset"] or self.spec["timm_name"],
+                     dataset=result_dataset(self.cfg.data.root), protocol=self.result_protocol(),
+                     data_root=str(self.cfg.data.root), seed=self.cfg.run.seed, backbone=self.spec["preset"] or self.spec["timm_name"],
                      method=self.meta.get("method") or "unknown", weights=self.cfg.model.weights,
                      config=str(self.run_dir / "config.yaml"), metrics=metrics)

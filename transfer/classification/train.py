@@ -55,7 +55,11 @@ def main(argv: list[str] | None = None) -> int:
         cfg = load_config(config, [*over, *args.overrides])
         from pretrain.loop import run_loop
         from transfer.classification.task import ClassificationLoop
-        run_dir = run_loop(ClassificationLoop(cfg))
+        loop = ClassificationLoop(cfg)
+        # overrides of the recipe (not of where/how it runs) take the run off the published protocol
+        loop.recipe_changed = any(not o.split("=", 1)[0].startswith(("run.", "data.root", "data.num_workers"))
+                                  for o in args.overrides)
+        run_dir = run_loop(loop)
     except (ConfigError, DataError, CheckpointError, FloatingPointError, IncompleteLoadError, WeightsFormatError,
             ExportFormatError, FileNotFoundError) as e:
         print(f"error: {type(e).__name__}: {e}", file=sys.stderr)
