@@ -24,6 +24,7 @@ from pathlib import Path
 import yaml
 
 from benchmarks.leaderboard_render import write_csv, write_html, write_markdown, write_plots
+from pretrain.fileio import atomic_write
 from transfer.results import read_result
 
 log = logging.getLogger("benchmarks.collate")
@@ -203,8 +204,22 @@ def build_tables(found: list[tuple[Path, dict]], reference: list[dict], out_dir:
     return tables
 
 
+def copy_analysis(dirs, out_dir: Path) -> list[tuple[str, Path]]:
+    """Each analysis folder's interactions.png (benchmarks.analysis.interactions) -> plots/analysis_<name>.png."""
+    out = []
+    for i, d in enumerate(Path(x) for x in dirs):
+        png = d / "interactions.png"
+        if not png.is_file():
+            raise ValueError(f"--analysis {d}: no interactions.png (expected the --out folder of "
+                             f"python -m benchmarks.analysis.interactions)")
+        dst = out_dir / "plots" / f"analysis_{i}_{d.name}.png"
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        out.append((d.name, atomic_write(dst, lambda f, b=png.read_bytes(): f.write(b))))
+    return out
+
+
 def collate(runs_root: str | Path, out_dir: str | Path | None = None,
-            reference: str | Path | None = DEFAULT_REFERENCE) -> dict:
+            reference: str | Path | None = DEFAULT_REFERENCE, analysis=()) -> dict:
     """Write leaderboard.{md,csv,html} and plots/<task>.png under out_dir (default RUNS_ROOT/leaderboard).
     Returns {"results": n tabled, "skipped": [(path, why)], "not_tabled": [pre-training result.json], "tables": n,
     "files": {name: path}}."""
@@ -218,7 +233,8 @@ def collate(runs_root: str | Path, out_dir: str | Path | None = None,
     tables = build_tables(found, ref, out_dir)
     plots = write_plots(tables, out_dir / "plots")
     header = {"runs_root": _rel(runs_root, out_dir), "n_results": len(found), "n_not_tabled": len(not_tabled),
-              "skipped": [(_rel(p, out_dir), why) for p, why in skipped]}
+              "skipped": [(_rel(p, out_dir), why) for p, why in skipped],
+              "analysis": copy_analysis(analysis, out_dir)}
     files = {"md": write_markdown(out_dir / "leaderboard.md", tables, ref, header, plots),
              "csv": write_csv(out_dir / "leaderboard.csv", tables),
              "html": write_html(out_dir / "leaderboard.html", tables, ref, header, plots)}
@@ -233,10 +249,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, default=None, help="output folder (default RUNS_ROOT/leaderboard)")
     p.add_argument("--reference", type=Path, default=DEFAULT_REFERENCE, help="published numbers (yaml)")
     p.add_argument("--no-reference", action="store_true", help="show our numbers only")
+    p.add_argument("--analysis", type=Path, action="append", default=[],
+                   help="an interactions --out folder whose curves join the report (repeatable)")
     a = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
-        res = collate(a.runs_root, a.out, None if a.no_reference else a.reference)
+        res = collate(a.runs_root, a.out, None if a.no_reference else a.reference, a.analysis)
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -93,6 +93,8 @@ def write_markdown(path: Path, tables: list, reference: list[dict], header: dict
         lines += ["", f"## {t.task}", ""] + _md_table(head, rows, numeric_from=head.index("n"))
         if t.task in plots:
             lines += ["", f"![{t.task}]({plots[t.task].relative_to(path.parent).as_posix()})"]
+    for name, png in header.get("analysis", []):
+        lines += ["", f"## Multi-order interactions: {name}", "", f"![{name}]({png.relative_to(path.parent).as_posix()})"]
     if reference:
         lines += ["", "## Published numbers", ""] + _md_table(list(REF_COLUMNS), _ref_rows(reference))
     if header["skipped"]:
@@ -158,6 +160,10 @@ def write_html(path: Path, tables: list, reference: list[dict], header: dict, pl
         if t.task in plots:  # embedded, so the page is self-contained
             data = base64.b64encode(plots[t.task].read_bytes()).decode("ascii")
             body.append(f'<img alt="{html.escape(t.task)}" src="data:image/png;base64,{data}">')
+    for name, png in header.get("analysis", []):
+        data = base64.b64encode(png.read_bytes()).decode("ascii")
+        body += [f"<h2>Multi-order interactions: {html.escape(name)}</h2>",
+                 f'<img alt="{html.escape(name)}" src="data:image/png;base64,{data}">']
     if reference:
         body += ["<h2>Published numbers</h2>"]
         body += _html_table(list(REF_COLUMNS), _ref_rows(reference), ["published"] * len(reference), None)

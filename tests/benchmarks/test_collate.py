@@ -207,3 +207,22 @@ def test_cli(runs, tmp_path, capsys):
     (tmp_path / "empty").mkdir()
     assert main([str(tmp_path / "empty"), "--no-reference"]) == 1  # nothing to show is a failure
     assert main([str(tmp_path / "missing")]) == 2
+
+
+def test_analysis_curves_join_the_report(runs, tmp_path):
+    """--analysis: an interactions --out folder's PNG is copied to plots/ and shown in the Markdown and HTML."""
+    import base64
+
+    ana = tmp_path / "mi_toy"
+    ana.mkdir()
+    Image.new("RGB", (8, 6), (200, 10, 10)).save(ana / "interactions.png")
+    root, ref = runs
+    out = tmp_path / "lb"
+    assert main([str(root), "--out", str(out), "--reference", str(ref), "--analysis", str(ana)]) == 0
+    png = out / "plots" / "analysis_0_mi_toy.png"
+    assert png.read_bytes() == (ana / "interactions.png").read_bytes()
+    md = (out / "leaderboard.md").read_text()
+    assert "## Multi-order interactions: mi_toy" in md and "](plots/analysis_0_mi_toy.png)" in md
+    assert base64.b64encode(png.read_bytes()).decode() in (out / "leaderboard.html").read_text()
+    with pytest.raises(ValueError, match="no interactions.png"):
+        collate(root, tmp_path / "lb2", ref, analysis=[tmp_path])
