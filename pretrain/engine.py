@@ -65,10 +65,7 @@ class Trainer(Loop):
 
     def compute_loss(self, batch, micro: int):
         img, mask, skipped = batch
-        img = img.to(self.device, non_blocking=True)
-        mask = mask.to(self.device, non_blocking=True)
-        if self.cfg.run.channels_last:
-            img = img.contiguous(memory_format=torch.channels_last)
+        img, mask = self.batch_to_device(img, mask)
         loss, logs = self.net(img, mask)
         return loss, logs, skipped
 

@@ -115,6 +115,13 @@ class Loop:
         self.ckpts = CheckpointDir(self.run_dir / "checkpoints", cfg.run.keep_last)
         self.plan = make_plan(cfg, self.count_train_samples(), self.env.world_size)
 
+    def batch_to_device(self, img: torch.Tensor, *rest: torch.Tensor) -> tuple:
+        """Images (B,3,H,W) -> device (channels_last when run.channels_last), the other tensors -> device."""
+        img = img.to(self.device, non_blocking=True)
+        if self.cfg.run.channels_last:
+            img = img.contiguous(memory_format=torch.channels_last)
+        return (img, *(t.to(self.device, non_blocking=True) for t in rest))
+
     # ------------------------------------------------------------------ hooks
     def count_train_samples(self) -> int:
         """Training images (called once, before setup: the plan and is_complete need it)."""

@@ -173,10 +173,7 @@ class ClassificationLoop(Loop):
 
     def compute_loss(self, batch, micro: int):
         img, target, skipped = batch
-        img = img.to(self.device, non_blocking=True)
-        target = target.to(self.device, non_blocking=True)
-        if self.cfg.run.channels_last:
-            img = img.contiguous(memory_format=torch.channels_last)
+        img, target = self.batch_to_device(img, target)
         if self.mixup is not None:
             img, target = self._mix(img, target, micro)
         return self.criterion(self.net(img), target), {}, skipped
