@@ -17,6 +17,17 @@ def _cuda_available() -> bool:
         return False
 
 
+@pytest.fixture
+def one_torch_thread():
+    """torch intra-op threads = 1 for the test, restored after (modules opt in with
+    `pytestmark = pytest.mark.usefixtures("one_torch_thread")`): the shared 2-core machine, deterministic kernels."""
+    import torch
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 def pytest_collection_modifyitems(config, items):
     if _cuda_available():
         return

@@ -17,12 +17,7 @@ from benchmarks.analysis.multiorder import (candidate_pairs, context_size, inter
                                             patch_index_map)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tests/conftest.py
 
 
 def _patch_image(values, grid: int, px: int) -> torch.Tensor:

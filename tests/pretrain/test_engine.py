@@ -20,12 +20,7 @@ from pretrain.engine import build_model, build_optimizer, build_scheduler, make_
 from pretrain.fileio import sha256_file
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tests/conftest.py
 
 
 def _cfg(config, data, out, *extra):
