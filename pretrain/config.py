@@ -86,6 +86,9 @@ class ScheduleConfig:
     step_epochs: List[int] = field(default_factory=list)   # absolute epochs
     step_gamma: float = 0.1
     per_iteration: bool = True            # lr updated every optimizer step (official); False: once per epoch
+    # CPU-seconds of optimizer steps for this process; when set, the run lasts as many steps as fit (measured once
+    # at the start of a fresh run, stored in <run>/budget.json) and `epochs` is ignored (pretrain/budget.py)
+    budget_s: Optional[float] = None
 
 
 @dataclass
@@ -313,8 +316,6 @@ def _pretrain_checks(cfg: PretrainConfig) -> list:
         ("run.ckpt_interval", cfg.run.ckpt_interval >= 1, "an integer >= 1"),
         ("run.image_interval", cfg.run.image_interval >= 0, "an integer >= 0"),
         ("run.keep_last", cfg.run.keep_last >= 0, "an integer >= 0"),
-        ("schedule.epochs", cfg.schedule.epochs >= 1, "an integer >= 1"),
-        ("schedule.warmup_epochs", 0 <= cfg.schedule.warmup_epochs < cfg.schedule.epochs, "in [0, schedule.epochs)"),
         ("model.mask_ratio", 0.0 < cfg.model.mask_ratio < 1.0, "in (0, 1)"),
         ("model.input_size", cfg.model.input_size % cfg.model.mask_patch == 0, "a multiple of model.mask_patch"),
         ("data.rrc_scale", len(cfg.data.rrc_scale) == 2, "a list of 2 floats"),
@@ -324,7 +325,18 @@ def _pretrain_checks(cfg: PretrainConfig) -> list:
     ]
     if cfg.run.max_steps is not None:
         checks.append(("run.max_steps", cfg.run.max_steps >= 1, "an integer >= 1 or null"))
-    return checks
+    return checks + schedule_checks(cfg.schedule)
+
+
+def schedule_checks(s: "ScheduleConfig") -> list:
+    """Range checks of the shared schedule section (pre-training and classification)."""
+    out = [("schedule.epochs", s.epochs >= 1, "an integer >= 1")]
+    if s.budget_s is None:
+        out.append(("schedule.warmup_epochs", 0 <= s.warmup_epochs < s.epochs, "in [0, schedule.epochs)"))
+    else:
+        out += [("schedule.budget_s", s.budget_s > 0, "a positive number of CPU-seconds, or null"),
+                ("schedule.warmup_epochs", s.warmup_epochs >= 0, ">= 0")]
+    return out
 
 
 def check_preset(m: ModelConfig) -> None:

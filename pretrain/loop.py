@@ -22,7 +22,6 @@ import json
 import logging
 import math
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -31,10 +30,12 @@ import torch.nn as nn
 from torch.utils.data import DataLoader, Dataset
 
 from pretrain import distributed as D
+from pretrain.budget import MEASURED_STEPS, WARMUP_STEPS, calibrate, read_budget, write_budget
 from pretrain.checkpoint import CKPT_VERSION, CheckpointDir, CheckpointError, capture_rng, restore_rng, state_dict_mismatch
 from pretrain.config import to_yaml
 from pretrain.data import DataError, ResumableDistributedSampler
 from pretrain.fileio import atomic_write_json, atomic_write_text
+from pretrain.plan import Plan, build_scheduler, make_plan, seed_all
 from pretrain.runlog import RunLogger
 
 log = logging.getLogger("pretrain")
@@ -51,56 +52,6 @@ def _why(model: nn.Module, ck: dict, e: Exception) -> str:
     return first
 
 
-@dataclass(frozen=True)
-class Plan:
-    """Derived sizes of a run (written to run_info.json)."""
-    world_size: int
-    global_batch: int
-    lr: float
-    num_images: int
-    steps_per_epoch: int
-    total_steps: int
-    target_steps: int     # total_steps, or run.max_steps if smaller
-
-
-def make_plan(cfg, num_images: int, world_size: int) -> Plan:
-    """lr = optim.lr, or optim.base_lr * global_batch / optim.lr_ref_batch; steps from the per-rank image count."""
-    gb = cfg.run.batch_per_gpu * world_size * cfg.run.accum_steps
-    lr = cfg.optim.lr if cfg.optim.lr is not None else cfg.optim.base_lr * gb / cfg.optim.lr_ref_batch
-    spe = (num_images // world_size) // (cfg.run.batch_per_gpu * cfg.run.accum_steps)
-    if spe < 1:
-        raise DataError(f"{num_images} images cannot fill one optimizer step of {gb} images "
-                        f"(run.batch_per_gpu={cfg.run.batch_per_gpu} x {world_size} processes x "
-                        f"run.accum_steps={cfg.run.accum_steps}); use a smaller batch or more data")
-    total = cfg.schedule.epochs * spe
-    target = min(total, cfg.run.max_steps) if cfg.run.max_steps else total
-    return Plan(world_size, gb, lr, num_images, spe, total, target)
-
-
-def build_scheduler(opt: torch.optim.Optimizer, cfg, spe: int):
-    """Warm-up + cosine (to min_lr) or step (x gamma at absolute epochs), in optimizer steps or epochs."""
-    from timm.scheduler import CosineLRScheduler, MultiStepLRScheduler
-
-    s = cfg.schedule
-    unit = spe if s.per_iteration else 1
-    warm, total = round(s.warmup_epochs * unit), s.epochs * unit
-    common = dict(warmup_t=warm, warmup_lr_init=s.warmup_lr_init, t_in_epochs=not s.per_iteration)
-    if s.kind == "cosine":
-        return CosineLRScheduler(opt, t_initial=total - warm, lr_min=s.min_lr, warmup_prefix=True, **common)
-    # timm decays when t + 1 >= decay_t: +1 makes the decay start exactly at the first step of epoch e
-    return MultiStepLRScheduler(opt, decay_t=[e * unit + 1 for e in s.step_epochs], decay_rate=s.step_gamma,
-                                warmup_prefix=False, **common)
-
-
-def seed_all(seed: int) -> None:
-    import random
-
-    import numpy as np
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-
-
 class Loop:
     """Subclasses implement the hooks between the two rulers below; `run_loop(loop)` drives a whole run."""
     tb_prefix = "pretrain"      # TensorBoard tag prefix of this kind of run
@@ -113,7 +64,22 @@ class Loop:
         self.env, self.device = D.init_distributed(cfg.run.device)
         self.run_dir = Path(cfg.run.out_dir)
         self.ckpts = CheckpointDir(self.run_dir / "checkpoints", cfg.run.keep_last)
-        self.plan = make_plan(cfg, self.count_train_samples(), self.env.world_size)
+        self.num_train = self.count_train_samples()
+        self.budget = read_budget(self.run_dir) if cfg.schedule.budget_s is not None else None
+        self.plan = self._make_plan()
+
+    def _make_plan(self) -> Plan:
+        """schedule.epochs, or the budget's step count; a budget run not yet calibrated gets a provisional plan
+        just long enough for its calibration steps (pretrain/budget.py), replaced once they were measured."""
+        plan = make_plan(self.cfg, self.num_train, self.env.world_size)
+        if self.cfg.schedule.budget_s is None:
+            return plan
+        total = self.budget["total_steps"] if self.budget else \
+            round(self.cfg.schedule.warmup_epochs * plan.steps_per_epoch) + WARMUP_STEPS + MEASURED_STEPS + 1
+        return make_plan(self.cfg, self.num_train, self.env.world_size, int(total))
+
+    def _total_override(self) -> int | None:
+        return self.plan.total_steps if self.cfg.schedule.budget_s is not None else None
 
     def batch_to_device(self, img: torch.Tensor, *rest: torch.Tensor) -> tuple:
         """Images (B,3,H,W) -> device (channels_last when run.channels_last), the other tensors -> device."""
@@ -237,7 +203,7 @@ class Loop:
         if cfg.run.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.opt = self.build_optimizer(self.model, self.plan.lr)
-        self.sched = build_scheduler(self.opt, cfg, self.plan.steps_per_epoch)
+        self.sched = build_scheduler(self.opt, cfg, self.plan.steps_per_epoch, self._total_override())
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=cfg.run.precision == "fp16")
         self.step, self.skipped, self.resumed_from = 0, 0, None
         self.on_model_ready()
@@ -250,6 +216,12 @@ class Loop:
                 net, device_ids=[self.device.index] if self.device.type == "cuda" else None)
         self.net = torch.compile(net) if cfg.run.compile else net
         self.set_train_mode()
+        if cfg.schedule.budget_s is not None and self.step == 0:   # a fresh budget run: measure (again)
+            self.budget = calibrate(self)
+            if env.is_main:
+                write_budget(self.run_dir, self.budget)
+            self.plan = self._make_plan()
+            self.sched = build_scheduler(self.opt, cfg, self.plan.steps_per_epoch, self._total_override())
         if env.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             atomic_write_text(self.run_dir / "config.yaml", self._config_text(cfg))

@@ -13,7 +13,7 @@ from typing import List, Optional
 
 from omegaconf import MISSING
 
-from pretrain.config import ConfigError, LoopRunConfig, ScheduleConfig, StrictSchema, to_yaml
+from pretrain.config import ConfigError, LoopRunConfig, ScheduleConfig, StrictSchema, schedule_checks, to_yaml
 from pretrain.models.presets import get_preset
 
 
@@ -134,8 +134,6 @@ def _checks(cfg: ClsConfig) -> list:
         ("run.ckpt_interval", r.ckpt_interval >= 1, "an integer >= 1"),
         ("run.keep_last", r.keep_last >= 0, "an integer >= 0"),
         ("run.eval_interval", r.eval_interval >= 0, "an integer >= 0"),
-        ("schedule.epochs", s.epochs >= 1, "an integer >= 1"),
-        ("schedule.warmup_epochs", 0 <= s.warmup_epochs < s.epochs, "in [0, schedule.epochs)"),
         ("data.rrc_scale", len(d.rrc_scale) == 2, "a list of 2 floats"),
         ("data.rrc_ratio", len(d.rrc_ratio) == 2, "a list of 2 floats"),
         ("data.repeated_aug", d.repeated_aug >= 1, "an integer >= 1"),
@@ -152,7 +150,7 @@ def _checks(cfg: ClsConfig) -> list:
                      ("run.eval_batch_per_gpu", r.eval_batch_per_gpu)):
         if val is not None:
             checks.append((key, val >= 1, "an integer >= 1 or null"))
-    return checks
+    return checks + schedule_checks(s)
 
 
 def _check_preset(cfg: ClsConfig) -> None:
