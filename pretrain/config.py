@@ -33,7 +33,10 @@ class ModelConfig:
     input_size: int = 224
     mask_patch: int = 32                  # mask cell size in pixels (7x7 grid at 224)
     mask_ratio: float = 0.6               # exactly ceil(ratio * cells) cells masked
+    mask_init: Optional[float] = None     # A²MIM mask_gamma init: None = CNN 1e-6 / ViT none; 0 = no gamma
     drop_path: Optional[float] = None     # None: the preset's (ViT 0.1, CNN timm default 0)
+    vit_init: str = "official"            # official (openmixup SimMIMViT: trunc-normal 0.02 on every Linear) |
+                                          # timm (BEiT's fix_init_weight: attn.proj / mlp.fc2 of block l / sqrt(2(l+1)))
     # Hand overrides of the preset (None / empty = keep the preset's): any timm CNN/ViT + its injection point.
     timm_name: Optional[str] = None
     timm_kwargs: Dict[str, Any] = field(default_factory=dict)   # merged over the preset's kwargs
@@ -73,6 +76,9 @@ class OptimConfig:
     eps: float = 1e-8
     weight_decay: float = 0.05
     token_lr_mult: Optional[float] = None  # lr multiplier of mask token/gamma; None: the model's (CNN 0.1, ViT 1)
+    # openmixup's paramwise_options, verbatim: {regex: {weight_decay: v, lr_mult: v}}, each matching rule applied in
+    # order (pretrain.a2mim.A2MIM.param_groups); null: the 'all 1-D' convention + token_lr_mult
+    paramwise: Optional[Dict[str, Dict[str, float]]] = None
     clip_grad: Optional[float] = None     # max grad norm; None: no clipping
 
 
@@ -131,6 +137,7 @@ CHOICES = {
     "model.method": ("a2mim", "simmim"),
     "model.kind": ("cnn", "vit", None),
     "model.spatial_loss": ("focal_l1", "l1", None),
+    "model.vit_init": ("official", "timm"),
     "data.kind": ("imagenet_folder", "image_folder", "file_list"),
     "data.interpolation": ("bilinear", "bicubic"),
     "optim.name": ("adamw", "lamb"),

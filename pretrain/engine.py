@@ -26,14 +26,19 @@ def build_model(cfg: PretrainConfig | ModelConfig) -> nn.Module:
     m = cfg.model if isinstance(cfg, PretrainConfig) else cfg
     kw = {} if m.drop_path is None else {"drop_path_rate": m.drop_path}
     return A2MIM(resolve_preset(m), method=m.method, input_size=m.input_size, mask_patch=m.mask_patch,
-                 mask_ratio=m.mask_ratio, **kw)
+                 mask_ratio=m.mask_ratio, mask_init=m.mask_init, vit_init=m.vit_init, **kw)
 
 
 def build_optimizer(model: nn.Module, cfg: PretrainConfig, lr: float) -> torch.optim.Optimizer:
-    """timm AdamW / LAMB over the model's own parameter groups (wd exclusions, token lr scale)."""
+    """timm AdamW / LAMB over the model's own parameter groups (wd exclusions, token lr multiplier). Each group's
+    own peak lr is lr x lr_mult (as mmcv's constructor sets it), so timm's schedulers, which anneal every group
+    from its own initial lr to schedule.min_lr, end every group at the same absolute floor (openmixup's rule)."""
     from timm.optim import create_optimizer_v2
 
-    groups = model.param_groups(weight_decay=cfg.optim.weight_decay, token_lr_mult=cfg.optim.token_lr_mult)
+    groups = model.param_groups(weight_decay=cfg.optim.weight_decay, token_lr_mult=cfg.optim.token_lr_mult,
+                                paramwise=cfg.optim.paramwise)
+    for g in groups:
+        g["lr"] = lr * g.pop("lr_mult")
     return create_optimizer_v2(groups, opt=cfg.optim.name, lr=lr, weight_decay=cfg.optim.weight_decay,
                                betas=tuple(cfg.optim.betas), eps=cfg.optim.eps)
 

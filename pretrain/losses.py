@@ -54,7 +54,8 @@ def _spatial(d: torch.Tensor, m: torch.Tensor, kind: str) -> torch.Tensor:
     return (l * m).sum() / (m.sum() + _EPS) / d.shape[1]
 
 
-def _frequency(d: torch.Tensor, m: torch.Tensor, unmask_weight: float, focal: bool) -> torch.Tensor:
+def _frequency(d: torch.Tensor, m: torch.Tensor, unmask_weight: float, focal: bool, kind: str = "focal_l1"
+               ) -> torch.Tensor:
     # x_t - x = m_f*(x_rec - x) + (1-m_f)*(0.5*x_rec.detach() + 0.5*x - x) = m_f*d + (1-m_f)*0.5*d.detach()
     m_f = m if unmask_weight == 0 else m + (1 - m) * unmask_weight     # (B, 1, H, W)
     e = torch.addcmul(d * m_f, d.detach(), (1 - m_f) * 0.5)           # x_t - x
@@ -65,7 +66,8 @@ def _frequency(d: torch.Tensor, m: torch.Tensor, unmask_weight: float, focal: bo
             w = torch.log1p(d2.sqrt())
             w = (w / w.max()).nan_to_num_(0.0).clamp_(0.0, 1.0)
         return (w * d2).mean()
-    return _focal(torch.fft.fft2(e, norm="ortho").abs(), 0.2, 1.0).mean()   # (B, 3, H, W) spectra
+    a = torch.fft.fft2(e, norm="ortho").abs()                         # (B, 3, H, W) spectra, complex modulus
+    return (a if kind == "l1" else _focal(a, 0.2, 1.0)).mean()        # the spatial loss's own mode (official head)
 
 
 def spatial_loss(x_rec: torch.Tensor, x: torch.Tensor, mask_pix: torch.Tensor, kind: str = "focal_l1") -> torch.Tensor:
@@ -75,17 +77,19 @@ def spatial_loss(x_rec: torch.Tensor, x: torch.Tensor, mask_pix: torch.Tensor, k
 
 
 def frequency_loss(x_rec: torch.Tensor, x: torch.Tensor, mask_pix: torch.Tensor, unmask_weight: float = 0.0,
-                   focal: bool = True) -> torch.Tensor:
+                   focal: bool = True, kind: str = "focal_l1") -> torch.Tensor:
     """Frequency term of spec §2.
 
     m_f = m + (1-m)*w_u ;  x_t = x_rec*m_f + (0.5*x_rec.detach() + 0.5*x)*(1-m_f)
     focal=True : D = |mean_B fft2(x_t) - mean_B fft2(x)| (1,3,H,W); W = log(D+1)/max, NaN->0, clamp [0,1],
                  detached; L = mean(W * D^2).
-    focal=False: L = mean(focal_l1(fft2(x_t), fft2(x))) per sample (no batch averaging).
+    focal=False: L = mean(l(fft2(x_t), fft2(x))) per sample (no batch averaging), l = the spatial loss's
+                 elementwise mode `kind` (openmixup A2MIMHead: fft_loss = the spatial loss config): focal-L1 for
+                 CNNs, plain L1 for ViTs.
     All FFTs are 2-D over (H, W), norm='ortho'; by linearity only the difference x_t - x is transformed.
     """
     with _fp32_region(x_rec):
-        return _frequency(x_rec.float() - x.float(), mask_pix.float(), unmask_weight, focal)
+        return _frequency(x_rec.float() - x.float(), mask_pix.float(), unmask_weight, focal, kind)
 
 
 class A2MIMLoss(nn.Module):
@@ -103,7 +107,7 @@ class A2MIMLoss(nn.Module):
             d, m = x_rec.float() - x.float(), mask_pix.float()          # shared by both terms
             l_spa = _spatial(d, m, p.spatial)
             if p.freq_weight > 0:
-                l_freq = _frequency(d, m, p.unmask_weight, p.freq_focal)
+                l_freq = _frequency(d, m, p.unmask_weight, p.freq_focal, p.spatial)
                 total = l_spa + p.freq_weight * l_freq
             else:
                 l_freq = l_spa.new_zeros(())

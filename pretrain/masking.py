@@ -43,8 +43,9 @@ class BlockMaskGenerator:
         self.mask_patch, self.model_patch, self.ratio = mask_patch, model_patch, float(ratio)
         self.grid = (self.input_size[0] // mask_patch, self.input_size[1] // mask_patch)
         self.cells = self.grid[0] * self.grid[1]
-        # round() guards against float noise (0.3 * 10 = 3.0000000000000004 must give 3, not 4)
-        self.count = math.ceil(round(self.ratio * self.cells, 9))
+        # the official rule, float noise included: int(np.ceil(token_count * mask_ratio)) (openmixup
+        # BlockwiseMaskGenerator) - 0.3 * 10 = 3.0000000000000004 masks 4 cells there, so it does here
+        self.count = math.ceil(self.ratio * self.cells)
         self.scale = mask_patch // model_patch
         self.out_shape = (self.grid[0] * self.scale, self.grid[1] * self.scale)
 
@@ -82,12 +83,15 @@ def upsample_mask(mask: torch.Tensor, size, dtype: torch.dtype = torch.float32) 
 def fill_masked(img: torch.Tensor, mask_pix: torch.Tensor, how: str = "mean") -> torch.Tensor:
     """Replace masked pixels of img (B, C, H, W) where mask_pix (B, 1, H, W) is nonzero.
 
-    how='mean': that image's own per-channel mean over ALL its pixels (A²MIM); 'zero': 0 (SimMIM).
+    how='mean': that image's own per-channel mean over ALL its pixels (A²MIM); 'zero': 0; 'none': the image as
+    it is (SimMIM: openmixup's mask_color='zero' leaves a tensor image untouched, the token does the masking).
     """
+    if how == "none":
+        return img
     if how == "mean":
         fill = img.mean(dim=(2, 3), keepdim=True)     # (B, C, 1, 1)
     elif how == "zero":
         fill = img.new_zeros(())
     else:
-        raise ValueError(f"fill must be 'mean' or 'zero', got {how!r}")
+        raise ValueError(f"fill must be 'mean', 'zero' or 'none', got {how!r}")
     return torch.where(mask_pix.bool(), fill, img)

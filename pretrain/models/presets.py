@@ -30,10 +30,12 @@ class BackbonePreset:
     out_stride: int = 32           # stride of the map the decoder reads (PixelShuffle factor)
     out_channels: int = 0          # channels of that map (decoder input)
     loss: LossPreset = LossPreset()
-    # SimMIM switch: the token REPLACES features at the first stage (spec §2 last paragraph)
+    # SimMIM switch: the token goes in at the first stage (spec §2 last paragraph), on the clean image; it REPLACES
+    # the features (official SimMIM-ResNet / -ViT: replace=True) or is ADDED (official SimMIM-ConvNeXt: replace=False)
     simmim_inject_module: str = ""
     simmim_inject_stride: int = 4
     simmim_inject_channels: int = 0
+    simmim_inject_mode: str = "replace"
 
     def replace(self, **kw) -> "BackbonePreset":
         return dataclasses.replace(self, **kw)
@@ -58,7 +60,8 @@ def _resnet(name: str, depth: int, loss: LossPreset) -> BackbonePreset:
 
 def _convnext(name: str, timm_name: str, c3: int, c0: int) -> BackbonePreset:
     return BackbonePreset(name, timm_name, "cnn", {}, "stages.3.downsample", 32, c3, 32, c3, _NOFREQ_CNN,
-                          simmim_inject_module="stem", simmim_inject_stride=4, simmim_inject_channels=c0)
+                          simmim_inject_module="stem", simmim_inject_stride=4, simmim_inject_channels=c0,
+                          simmim_inject_mode="add")
 
 
 def _vit(name: str, timm_name: str, dim: int, loss: LossPreset = _VIT_LOSS, **arch) -> BackbonePreset:

@@ -113,16 +113,16 @@ def _mask(model, batch, seed=0):
     return torch.stack([gen(rng) for _ in range(batch)])
 
 
-def test_a2mim_mean_fill_and_simmim_zero_fill():
+def test_a2mim_mean_fill_and_simmim_clean_input():
     torch.manual_seed(0)
     img = torch.randn(2, 3, 64, 64)
-    for method, fill in (("a2mim", img.mean((2, 3), keepdim=True)), ("simmim", torch.zeros(1, 3, 1, 1))):
+    for method, fill in (("a2mim", img.mean((2, 3), keepdim=True)), ("simmim", None)):
         model = A2MIM(get_preset("resnet18"), method=method, input_size=64).eval()
         mask = _mask(model, 2)
         x_in, x_rec = model.reconstruct(img, mask)
         s = 64 // mask.shape[-1]
         m = mask.repeat_interleave(s, 1).repeat_interleave(s, 2).bool()[:, None]   # (2, 1, 64, 64)
-        assert torch.equal(x_in, torch.where(m, fill.expand_as(img), img))
+        assert torch.equal(x_in, img if fill is None else torch.where(m, fill.expand_as(img), img))
         assert x_rec.shape == img.shape
     a2, sim = A2MIM(get_preset("resnet18"), input_size=64), A2MIM(get_preset("resnet18"), "simmim", input_size=64)
     assert (a2.mask_stride, a2.injector.mode, a2.injector.module_name) == (16, "add", "layer3")
@@ -165,9 +165,9 @@ def test_param_groups_cnn():
               "backbone.layer2.0.downsample.1.weight": ("no_decay", 0.0, 1.0),
               "decoder.conv.weight": ("decay", 0.05, 1.0), "decoder.conv.bias": ("no_decay", 0.0, 1.0),
               "injector.mask_token": ("mask_token", 0.0, 0.1), "injector.mask_gamma": ("mask_token", 0.0, 0.1)}
-    for name, (gname, wd, lr_scale) in expect.items():
+    for name, (gname, wd, lr_mult) in expect.items():
         g = by_id[id(named[name])]
-        assert (g["name"], g["weight_decay"], g["lr_scale"]) == (gname, wd, lr_scale), name
+        assert (g["name"], g["weight_decay"], g["lr_mult"]) == (gname, wd, lr_mult), name
 
 
 def test_param_groups_vit():
@@ -179,7 +179,7 @@ def test_param_groups_vit():
         assert by_id[id(named[name])]["name"] == "no_decay", name
     assert by_id[id(named["backbone.blocks.0.attn.qkv.weight"])]["name"] == "decay"
     tok = by_id[id(named["injector.mask_token"])]
-    assert (tok["weight_decay"], tok["lr_scale"]) == (0.0, 1.0)       # ViT: token lr not scaled
+    assert (tok["weight_decay"], tok["lr_mult"]) == (0.0, 1.0)        # ViT: token lr not scaled
     assert model.injector.mask_gamma is None
 
 

@@ -109,12 +109,13 @@ def test_lr_schedule_hand_values(tmp_path):
     assert lrs(30)["decay"] == pytest.approx(1e-5 + 0.5 * (1e-3 - 1e-5))              # cos(pi/2) = 0
     assert lrs(50)["decay"] == pytest.approx(1e-5)
     assert lrs(10)["mask_token"] == pytest.approx(0.5e-3)                                # token lr multiplier
+    assert lrs(50)["mask_token"] == pytest.approx(1e-5)               # every group ends at the absolute min_lr
     wd = {g["name"]: g["weight_decay"] for g in opt.param_groups}
     assert wd["decay"] == 0.05 and wd["no_decay"] == 0.0 and wd["mask_token"] == 0.0
     lamb_cfg = _cfg("tiny_vit.yaml", "unused", "unused", "optim.name=lamb", "optim.token_lr_mult=0.5")
     lamb = build_optimizer(model, lamb_cfg, 1e-3)
-    assert type(lamb).__name__ == "Lamb" and [g["lr_scale"] for g in lamb.param_groups] == [
-        g["lr_scale"] for g in opt.param_groups]
+    assert type(lamb).__name__ == "Lamb" and [g["initial_lr"] if "initial_lr" in g else g["lr"]
+                                              for g in lamb.param_groups] == [1e-3, 1e-3, 0.5e-3]
     epoch_cfg = _cfg("tiny_vit.yaml", "unused", "unused", "schedule.epochs=5", "schedule.warmup_epochs=2",
                      "optim.lr=1e-3", "schedule.min_lr=0", "schedule.per_iteration=false")
     sched = build_scheduler(opt, epoch_cfg, spe=10)          # epoch units: warm-up 2 epochs, cosine over 3

@@ -53,7 +53,7 @@ def test_2x2_cell_grid_example():
 
 def test_ceil_and_float_noise():
     assert BlockMaskGenerator(64, 32, 32, 0.6).count == 3          # ceil(2.4)
-    # non-square 64x160 -> 2x5 = 10 cells; 0.3*10 is 3.0000000000000004 in floats but must give 3
+    # non-square 64x160 -> 2x5 = 10 cells; ceil(10 * 0.3) = 3 (the official float ceil: tests/pretrain/test_fidelity.py)
     gen = BlockMaskGenerator((64, 160), 32, 16, 0.3)
     assert gen.count == 3 and gen.out_shape == (4, 10)
     mask = gen(np.random.default_rng(0))
