@@ -1,7 +1,7 @@
 """The built-in toy world, written in the real dataset formats, so the same loaders serve toy and real runs.
 
-    python -m benchmarks.toydata OUT [--size 64] [--dense-size 96] [--seed 0] [--n-train 50] [--n-val 10]
-                                     [--n-dense-train 160] [--n-dense-val 40] [--force] [--no-check]
+    python -m benchmarks.toydata OUT [--size 64] [--dense-size 96] [--seed 0] [--n-train 400] [--n-val 150]
+                                     [--n-dense-train 400] [--n-dense-val 200] [--force] [--no-check]
 
 OUT/imagenet/{train,val}/<wnid>/*.JPEG       one dominant shape per image (label = folder), `size` px;
                                              OUT/imagenet/LOC_synset_mapping.txt: "<wnid> <class name>" lines
@@ -17,6 +17,10 @@ OUT/ade/ADEChallengeData2016/{images,annotations}/{training,validation}/ADE_{tra
                                              mmseg: reduce_zero_label=True and, since K != 150, a BaseSegDataset with
                                              metainfo=dict(classes=..., palette=...) from OUT/ade/classes.json
                                              (ADE20KDataset insists on its own 150 names).
+OUT/{imagenet,coco,ade,ade/ADEChallengeData2016}/dataset.json
+                                             dataset cards {"name": "toy_imagenet" | "toy_coco" | "toy_ade", "toy":
+                                             true}: every entry point labels its result.json with the dataset it read
+                                             (transfer.results.result_dataset), so a toy run is a toy run everywhere
 OUT/toyworld.json                            marker with the parameters: a finished world is not regenerated.
 
 Deterministic: image i of split s is drawn from np.random.default_rng([seed, s, i]) (same seed -> same bytes).
@@ -39,7 +43,7 @@ from PIL import Image
 from benchmarks.toyrender import CLASSES, classification_image, dense_scene
 from pretrain.fileio import atomic_write_json, atomic_write_text
 
-FORMAT = "a2mim-toyworld/1"
+FORMAT = "a2mim-toyworld/2"
 WNIDS = tuple(f"n{90000001 + 1111 * i:08d}" for i in range(len(CLASSES)))  # wnid-like: 'n' + 8 digits
 COCO_CAT_IDS = tuple(1 + 2 * i for i in range(len(CLASSES)))              # 1, 3, 5, ... on purpose
 ADE_CLASSES = ("background",) + CLASSES                                      # label PNG value v -> ADE_CLASSES[v-1]
@@ -47,6 +51,7 @@ ADE_PALETTE = [[120, 120, 120]] + [  # RGB: grey background, then a jet colour p
     [int(c) for c in cv2.applyColorMap(np.uint8([[32 * i]]), cv2.COLORMAP_JET)[0, 0, ::-1]] for i in range(len(CLASSES))]
 STREAMS = {"imagenet/train": 0, "imagenet/val": 1, "coco/train": 2, "coco/val": 3, "ade/train": 4, "ade/val": 5}
 SUBDIRS = ("imagenet", "coco", "ade")
+CARDS = {"imagenet": "toy_imagenet", "coco": "toy_coco", "ade": "toy_ade", "ade_data_root": "toy_ade"}
 UPSAMPLE = 4  # contour tracing on a 4x nearest-upsampled mask: vertices lie 1/8 px inside the true pixel boundary
 
 
@@ -225,8 +230,8 @@ def _prepare(out: Path, params: dict, force: bool) -> bool:
     return False
 
 
-def make_toy_world(out: str | Path, size: int = 64, dense_size: int = 96, seed: int = 0, n_train: int = 50,
-                   n_val: int = 10, n_dense_train: int = 160, n_dense_val: int = 40, force: bool = False,
+def make_toy_world(out: str | Path, size: int = 64, dense_size: int = 96, seed: int = 0, n_train: int = 400,
+                   n_val: int = 150, n_dense_train: int = 400, n_dense_val: int = 200, force: bool = False,
                    check: bool = True) -> dict:
     """Generate (or find finished) the toy world under `out`; returns a dict of paths (see world_paths).
     n_train / n_val are per class (ImageNet folder); n_dense_* are images per split for COCO and for ADE each."""
@@ -248,6 +253,9 @@ def make_toy_world(out: str | Path, size: int = 64, dense_size: int = 96, seed: 
     write_ade(out / "ade", dense_size, seed, n_dense_train, n_dense_val)
     times["ade_s"] = round(time.perf_counter() - t0 - sum(times.values()), 2)
     paths = world_paths(out)
+    for key, name in CARDS.items():
+        atomic_write_json(Path(paths[key]) / "dataset.json", {"name": name, "toy": True, "format": FORMAT,
+                                                             "made_by": "python -m benchmarks.toydata"})
     summary = check_world(paths) if check else {}
     atomic_write_json(out / "toyworld.json", {"format": FORMAT, "params": params, "classes": list(CLASSES),
                                               "wnids": list(WNIDS), "coco_category_ids": list(COCO_CAT_IDS),
@@ -295,10 +303,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--size", type=int, default=64, help="ImageNet-style image side (px)")
     p.add_argument("--dense-size", type=int, default=96, help="COCO / ADE image side (px)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--n-train", type=int, default=50, help="ImageNet train images per class")
-    p.add_argument("--n-val", type=int, default=10, help="ImageNet val images per class")
-    p.add_argument("--n-dense-train", type=int, default=160, help="COCO and ADE train images (each)")
-    p.add_argument("--n-dense-val", type=int, default=40, help="COCO and ADE val images (each)")
+    p.add_argument("--n-train", type=int, default=400, help="ImageNet train images per class")
+    p.add_argument("--n-val", type=int, default=150, help="ImageNet val images per class")
+    p.add_argument("--n-dense-train", type=int, default=400, help="COCO and ADE train images (each)")
+    p.add_argument("--n-dense-val", type=int, default=200, help="COCO and ADE val images (each)")
     p.add_argument("--force", action="store_true", help="rebuild a toy world made with other parameters")
     p.add_argument("--no-check", action="store_true", help="skip re-reading the output (pycocotools)")
     a = p.parse_args(argv)

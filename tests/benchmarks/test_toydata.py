@@ -136,6 +136,19 @@ def test_ade_labels_in_range_and_paired_with_images(world):
         assert 1 in seen and seen & set(range(2, 10))  # background and at least one shape class
 
 
+def test_dataset_cards_name_the_toy_datasets_and_the_gray_world(world):
+    """Every root the entry points read says what it is (transfer.results.result_dataset reads the card)."""
+    from transfer.results import result_dataset
+    for key, name in (("imagenet", "toy_imagenet"), ("coco", "toy_coco"), ("ade", "toy_ade"),
+                      ("ade_data_root", "toy_ade")):
+        card = json.loads((Path(world[key]) / "dataset.json").read_text())
+        assert card["name"] == name and card["toy"] is True
+        assert result_dataset(world[key], "real") == name
+    assert result_dataset(Path(world["root"]), "imagenet1k") == "imagenet1k"        # no card: the real default
+    img = np.asarray(Image.open(next(Path(world["imagenet_train"]).glob("*/*.JPEG"))), dtype=np.int16)
+    assert np.abs(img[..., 0] - img[..., 1]).max() <= 12          # gray (JPEG chroma noise only)
+
+
 def test_same_seed_same_bytes_other_seed_differs(world, tmp_path):
     again = make_toy_world(tmp_path / "again", seed=0, **TINY)
     assert _digests(Path(world["root"])) == _digests(Path(again["root"]))
