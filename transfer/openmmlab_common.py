@@ -24,7 +24,9 @@ from typing import Callable
 
 from mmengine.hooks import Hook
 
-from transfer.results import write_result
+from transfer.backbones import FeatureBackbone, load_exported
+from transfer.openmmlab_models import fill_exported_backbone
+from transfer.results import pretrain_seed, write_result
 from transfer.weights import load_backbone_into, read_backbone_weights
 
 
@@ -70,19 +72,25 @@ def parse_args(fw: Framework, argv=None) -> argparse.Namespace:
 BENCHMARK_KEYS = ("dataset", "protocol")
 
 
-def result_fields(cfg, fw: Framework, args) -> dict:
-    """result.json's dataset and protocol: the config's `benchmark = dict(dataset=..., protocol=...)` (defaults: the
-    framework's dataset, no protocol). A run that departs from the config (--tiny, --cfg-options) gets its protocol
-    suffixed ('+tiny', '+cfg-options'), so it is never set beside a published number of the unchanged protocol."""
+def result_fields(cfg, fw: Framework, args, meta: dict) -> dict:
+    """The run identity (transfer.results.identity) of an mmdet/mmseg run: the recipe id from the config's
+    `benchmark = dict(protocol=...)` (else the config file's stem), the dataset as the data names itself (its
+    dataset.json card; else the framework's real dataset), the pre-training from the weights' sidecar, and a marker
+    for every departure from the config (--tiny, --cfg-options), so such a run is never set beside a published
+    number of the unchanged recipe."""
+    from transfer.results import identity, pretrain_label, result_dataset
+
     bench = cfg.get("benchmark") or {}
     bad = sorted(set(bench) - set(BENCHMARK_KEYS))
     if bad:
         raise ConfigError(f"{args.config}: benchmark has unknown keys {bad}; allowed: {list(BENCHMARK_KEYS)}")
-    protocol = bench.get("protocol")
-    if protocol:
-        protocol += "+tiny" if args.tiny else ""
-        protocol += "+cfg-options" if args.cfg_options else ""
-    return {"dataset": bench.get("dataset", fw.dataset), "protocol": protocol}
+    train = dict(_datasets(cfg)).get("train") or {}
+    dataset = result_dataset(train.get("data_root"), fw.dataset)
+    markers = (["tiny"] if args.tiny else []) + (["cfg-options"] if args.cfg_options else [])
+    return identity(task=fw.task, dataset=dataset, framework=fw.name,
+                    recipe=bench.get("protocol") or Path(args.config).stem, backbone=_backbone_label(cfg, meta),
+                    method=meta.get("method", "a2mim" if meta.get("format") == "openmixup" else "unknown"),
+                    pretrain=pretrain_label(meta), markers=markers)
 
 
 # ----------------------------------------------------------------------------- config helpers
@@ -303,10 +311,11 @@ def run(fw: Framework, argv=None) -> dict:
     forbid_silent_pretrained(cfg)
     loaded = read_backbone_weights(args.weights)          # fail early on a bad weights file
     meta = loaded[1]
+    fill_exported_backbone(cfg, meta)
     check_normalisation(cfg, meta)
     cfg.resume = find_latest_checkpoint(str(work)) is not None if work.is_dir() else False
     cfg.setdefault("randomness", dict(seed=0))
-    fields = result_fields(cfg, fw, args)
+    fields = result_fields(cfg, fw, args, meta)
     ckpt = cfg.default_hooks.get("checkpoint")
     if ckpt and ckpt.get("interval", 1) > 0:
         ckpt.setdefault("max_keep_ckpts", 3)              # the run folder keeps the newest few (+ last)
@@ -322,8 +331,11 @@ def run(fw: Framework, argv=None) -> dict:
     model = runner.model.module if is_model_wrapper(runner.model) else runner.model
     model.init_weights()                      # random init of heads now; Runner's own call becomes a no-op
     main_rank = is_main_process()
-    report = load_backbone_into(model, args.weights, report_path=work / "load_report.json" if main_rank else None,
-                                loaded=loaded)
+    report_path = work / "load_report.json" if main_rank else None
+    if isinstance(model.backbone, FeatureBackbone):
+        report = load_exported(model, loaded, report_path=report_path, source=args.weights, prefix="backbone.")
+    else:
+        report = load_backbone_into(model, args.weights, report_path=report_path, loaded=loaded)
     runner.logger.info(f"backbone weights loaded through the gate: {report.counts} ({work / 'load_report.json'})")
     runner.train()
     raw = hook.last_val if hook.last_val else runner.test()
@@ -334,11 +346,9 @@ def run(fw: Framework, argv=None) -> dict:
         metrics[out_key] = round(float(raw[key]) * factor, 4)
     if not main_rank:
         return {}
-    backbone = meta.get("preset") or _backbone_name(model)
-    method = meta.get("method", "a2mim" if meta.get("format") == "openmixup" else "unknown")
-    path = write_result(work, task=fw.task, framework=fw.name, backbone=backbone, method=method, metrics=metrics,
-                        weights=str(Path(args.weights).resolve()), config=str(Path(args.config).resolve()),
-                        tiny=bool(args.tiny), seed=cfg.randomness.get("seed"), **fields)
+    path = write_result(work, **fields, metrics=metrics, weights=str(Path(args.weights).resolve()),
+                        config=str(Path(args.config).resolve()), tiny=bool(args.tiny), seed=cfg.randomness.get("seed"),
+                        pretrain_seed=pretrain_seed(meta))
     return json.loads(Path(path).read_text())
 
 
@@ -357,8 +367,9 @@ def cli(fw: Framework, argv=None) -> int:
     return 0
 
 
-def _backbone_name(model) -> str:
-    bb = model.backbone
-    if hasattr(bb, "depth"):
-        return f"resnet{bb.depth}"
-    return type(bb).__name__
+def _backbone_label(cfg, meta: dict) -> str:
+    """The sidecar's preset; for a weights file without one (an official .pth), the config's ResNet depth or type."""
+    if meta.get("preset"):
+        return meta["preset"]
+    bb = cfg.model.get("backbone") or {}
+    return f"resnet{bb['depth']}" if bb.get("depth") else str(bb.get("type", "unknown"))

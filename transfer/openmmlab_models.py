@@ -156,4 +156,54 @@ def register(framework: str) -> None:
     else:
         raise ValueError(f"unknown framework {framework!r} (mmdet | mmseg)")
     _register(MODELS, NAME_VIT, A2MIMViT)
+    _register(MODELS, NAME_EXPORTED, exported_backbone)
     _register(OPTIM_WRAPPER_CONSTRUCTORS, NAME_LD, LayerDecayOptimWrapperConstructor)
+
+
+# ----------------------------------------------------------------------------- the backbone contract in mmdet/mmseg
+NAME_EXPORTED = "ExportedBackbone"
+FROM_BACKBONE = "from_backbone"     # a neck/head `in_channels` written this way gets the backbone's channels
+
+
+def exported_backbone(**kw):
+    """mmengine builder of transfer.backbones.FeatureBackbone (type='ExportedBackbone'): the architecture keys
+    (timm_name, timm_kwargs, kind) are filled from the weights' sidecar by fill_exported_backbone."""
+    from transfer.backbones import FeatureBackbone
+    kw.pop("init_cfg", None)
+    return FeatureBackbone(**kw)
+
+
+def fill_exported_backbone(cfg, meta: dict) -> None:
+    """cfg.model.backbone of type ExportedBackbone <- the sidecar's architecture (ViT img_size: the config's, else
+    the sidecar's input size); every `in_channels='from_backbone'` of the neck / heads <- the backbone's output
+    channels (a list, or one int where the module takes one map). So one config serves every exported family."""
+    bb = cfg.model.get("backbone") or {}
+    if bb.get("type") != NAME_EXPORTED:
+        return
+    for key in ("timm_name", "timm_kwargs", "kind"):
+        if bb.get(key) is None:
+            bb[key] = meta.get(key)
+    if bb["timm_name"] is None:
+        raise ValueError("model.backbone type=ExportedBackbone needs weights with a sidecar (python -m pretrain.export) "
+                         "naming the architecture")
+    if bb["kind"] == "vit" and bb.get("img_size") is None:
+        bb["img_size"] = meta.get("input_size")
+    import torch
+    with torch.device("meta"):
+        channels = exported_backbone(**{k: v for k, v in bb.items() if k != "type"}).channels
+
+    def fill(node):
+        if isinstance(node, dict):
+            for k, v in node.items():
+                if k == "in_channels" and v == FROM_BACKBONE:
+                    node[k] = list(channels)
+                elif k == "in_channels" and v == FROM_BACKBONE + "[-1]":
+                    node[k] = channels[-1]
+                else:
+                    fill(v)
+        elif isinstance(node, (list, tuple)):
+            for v in node:
+                fill(v)
+    for part in ("neck", "decode_head", "auxiliary_head", "rpn_head", "roi_head"):
+        if part in cfg.model:
+            fill(cfg.model[part])

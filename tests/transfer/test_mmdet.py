@@ -153,7 +153,7 @@ def _run(tmp_path, coco_root, weights, config):
 
 def test_train_r50_c4_2x_moco(tmp_path, coco_root, r50_weights):
     work = _run(tmp_path, coco_root, r50_weights, "mask_rcnn_r50_c4_2x_moco.py")
-    res = _check_run(work, r50_weights, 318, "roi_head.shared_head.layer4.0.conv1.weight", "maskrcnn-c4-ms2x+tiny")
+    res = _check_run(work, r50_weights, 318, "roi_head.shared_head.layer4.0.conv1.weight", "maskrcnn-c4-ms2x@scratch+tiny")
     from transfer.mmdet.train import main          # a complete run folder is left alone
     again = main([str(CFG / "mask_rcnn_r50_c4_2x_moco.py"), "--weights", str(r50_weights), "--work-dir", str(work),
                   "--data-root", str(coco_root), "--tiny"])
@@ -162,12 +162,12 @@ def test_train_r50_c4_2x_moco(tmp_path, coco_root, r50_weights):
 
 def test_train_r50_fpn_1x(tmp_path, coco_root, r50_weights):
     work = _run(tmp_path, coco_root, r50_weights, "mask_rcnn_r50_fpn_1x.py")
-    _check_run(work, r50_weights, 318, "backbone.layer4.2.conv3.weight", "maskrcnn-fpn-1x+tiny")
+    _check_run(work, r50_weights, 318, "backbone.layer4.2.conv3.weight", "maskrcnn-fpn-1x@scratch+tiny")
 
 
 def test_train_vit_base_sfp_1x(tmp_path, coco_root, vitb_weights):
     work = _run(tmp_path, coco_root, vitb_weights, "mask_rcnn_vit_base_sfp_1x.py")
-    _check_run(work, vitb_weights, 196, "backbone.blocks.11.attn.relative_position_bias_table", "maskrcnn-vit+tiny")
+    _check_run(work, vitb_weights, 196, "backbone.blocks.11.attn.relative_position_bias_table", "maskrcnn-vit@scratch+tiny")
 
 
 # ----------------------------------------------------------------------------- the toy-world configs (the toy suite)
@@ -218,4 +218,4 @@ def test_train_toy_configs_on_the_toy_world(tmp_path, toy_world, name, preset, n
     work = tmp_path / "run"
     main([str(CFG / name), "--weights", str(weights), "--work-dir", str(work), "--data-root", toy_world["coco"],
           "--tiny", "64", "--seed", "3"])
-    _check_run(work, weights, n_matched, loaded, "toy+tiny", dataset="toy_coco", seed=3)
+    _check_run(work, weights, n_matched, loaded, "toy@scratch+tiny", dataset="toy_coco", seed=3)

@@ -142,15 +142,15 @@ def _run_and_check(tmp_path, ade_root, weights, config, n_matched, protocol, dat
 
 
 def test_train_upernet_vit_base(tmp_path, ade_root, vitb_weights):
-    _run_and_check(tmp_path, ade_root, vitb_weights, "upernet_vit_base_160k.py", 196, "upernet-160k+tiny")
+    _run_and_check(tmp_path, ade_root, vitb_weights, "upernet_vit_base_160k.py", 196, "upernet-160k@scratch+tiny")
 
 
 def test_train_upernet_r50(tmp_path, ade_root, r50_weights):
-    _run_and_check(tmp_path, ade_root, r50_weights, "upernet_r50_160k.py", 318, "upernet-160k+tiny")
+    _run_and_check(tmp_path, ade_root, r50_weights, "upernet_r50_160k.py", 318, "upernet-160k@scratch+tiny")
 
 
 def test_train_fcn_d8_r50(tmp_path, ade_root, r50_weights):
-    _run_and_check(tmp_path, ade_root, r50_weights, "fcn_d8_r50_160k.py", 318, "fcn-d8-160k+tiny")
+    _run_and_check(tmp_path, ade_root, r50_weights, "fcn_d8_r50_160k.py", 318, "fcn-d8-160k@scratch+tiny")
 
 
 # ----------------------------------------------------------------------------- the toy-world configs (the toy suite)
@@ -223,7 +223,41 @@ def test_train_toy_configs_on_the_toy_world(tmp_path, toy_world, name, preset, n
     from benchmarks.toydata import ADE_CLASSES
     from pretrain.export import export_random
     weights = export_random(tmp_path / f"{preset}.safetensors", [f"model.preset={preset}"])
-    work = _run_and_check(tmp_path, Path(toy_world["ade_data_root"]), weights, name, n_matched, "toy+tiny",
+    work = _run_and_check(tmp_path, Path(toy_world["ade_data_root"]), weights, name, n_matched, "toy@scratch+tiny",
                           dataset="toy_ade", seed=3)
     dumped = Config.fromfile(str(work / name))        # the resolved config the Runner wrote into the run folder
     assert list(dumped.val_dataloader.dataset.metainfo["classes"]) == list(ADE_CLASSES)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("preset,n_matched", [("resnet18", 120), ("vit_tiny", 70)])   # every exported tensor
+def test_linear_seg_protocol_on_frozen_cached_features(tmp_path, toy_world, preset, n_matched):
+    """toy_linear_seg.py: any export through ExportedBackbone (architecture from the sidecar, head channels filled
+    in), frozen, features cached (one backbone pass per image)."""
+    from pretrain.export import export_random
+    from pretrain.export_format import read_backbone
+    from transfer.backbones import FeatureBackbone
+    from transfer.mmseg.train import main
+    from transfer.results import read_result
+
+    weights = export_random(tmp_path / f"{preset}.safetensors", [f"model.preset={preset}", "model.input_size=96"])
+    calls = []
+    orig = FeatureBackbone._features
+    FeatureBackbone._features = lambda self, x: (calls.append(len(x)), orig(self, x))[1]
+    try:
+        main(["transfer/mmseg/configs/toy_linear_seg.py", "--weights", str(weights), "--work-dir", str(tmp_path / "w"),
+              "--data-root", toy_world["ade"], "--seed", "1", "--cfg-options", "train_cfg.max_iters=3",
+              "train_dataloader.batch_size=2"])
+    finally:
+        FeatureBackbone._features = orig
+    assert sum(calls) == 4 + 2, f"one pass per train + val image, got batches {calls}"   # 3 iterations x 2 > 4
+    res = read_result(tmp_path / "w" / "result.json")
+    assert (res["dataset"], res["recipe"], res["markers"], res["backbone"]) == \
+        ("toy_ade", "toy_linear_seg", ["cfg-options"], preset)
+    rep = json.loads((tmp_path / "w" / "load_report.json").read_text())
+    assert rep["counts"]["missing"] == rep["counts"]["unexpected"] == 0 and rep["counts"]["matched"] == n_matched
+    import glob
+    from mmengine.config import Config
+    cfg = Config.fromfile(glob.glob(str(tmp_path / "w" / "toy_linear_seg.py"))[0])
+    ch = {"resnet18": [128, 256, 512], "vit_tiny": [96, 96, 96]}[preset]
+    assert cfg.model.decode_head.in_channels == ch and cfg.model.backbone.timm_name == read_backbone(weights)[1]["timm_name"]
