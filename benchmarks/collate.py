@@ -2,67 +2,37 @@
 
     python -m benchmarks.collate RUNS_ROOT [--out DIR] [--reference benchmarks/reference.yaml | --no-reference]
 
-Transfer runs are grouped by (task, dataset, backbone, method, protocol key); each metric is the mean ± sample std (ddof=1)
-over the group's runs (seeds). A result.json that cannot be read or fails the schema is skipped, counted and named; pre-training runs
-(task 'pretrain': their metrics are losses) are not tabled, only counted.
-Published numbers (reference.yaml) of the same task stand beside ours; a delta (ours - published) is shown only where
-the protocol key and the method match. A run's protocol key is its `protocol_key` field, else
-"<task>/<dataset>/<backbone>/<protocol>" when it has a `protocol` field, else none (toy runs).
-Every number of ours links to its run folder, its config and names its git commit. Output order is deterministic.
+Tables: one per protocol = (task, dataset, framework, recipe + override markers) of the run identity
+(transfer.results.identity); runs of different frameworks or recipes never share a table. Rows: (backbone,
+method, pre-training label). A cell is the mean ± sample std (ddof = 1) over the row's runs (seeds); two runs of
+the same seeds count once (the newest is kept, the other named). In a table with random-init rows, every other
+row of that backbone gets "Δ vs random" on the table's headline metric with Welch's 95 % interval (benchmarks/stats.py),
+marked ✓ when the interval excludes 0, and the opening "Verdicts" list states per table which methods beat random
+init and by how much; where a supervised row does not beat random init, the task is reported as not learnt at this
+budget and no verdict is given for that backbone.
+Published numbers (reference.yaml) are set beside a row, with (Δ x) = ours − published, only where its protocol key
+and method equal the entry's; marked runs (tiny, overrides, ...) and toy datasets never match. Every number of
+ours links to its run folder and config and names its git commit. Output order is deterministic.
 """
 from __future__ import annotations
 
 import argparse
 import logging
 import math
-import os
-import statistics
 import sys
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
 
 from benchmarks.leaderboard_render import write_csv, write_html, write_markdown, write_plots
-from pretrain.fileio import atomic_write
+from benchmarks.leaderboard_rows import Row, Table, build_tables
+from pretrain.fileio import atomic_write, atomic_write_text
 from transfer.results import read_result
 
 log = logging.getLogger("benchmarks.collate")
 DEFAULT_REFERENCE = Path(__file__).with_name("reference.yaml")
-METRIC_ORDER = ("bbox_mAP", "segm_mAP", "mIoU", "top1", "aAcc", "mAcc", "top5")  # then the rest, alphabetically
-TASK_ORDER = ("coco_det", "ade20k_seg", "in1k_finetune", "in1k_linear")          # then the rest, alphabetically
-METHOD_ORDER = ("a2mim", "simmim", "random")                                     # then the rest, alphabetically
 REFERENCE_FIELDS = ("id", "method", "backbone", "task", "dataset", "metric", "value", "protocol_key", "source")
-
-
-@dataclass
-class Row:
-    kind: str                              # "ours" | "published"
-    dataset: str
-    backbone: str
-    method: str
-    protocol_key: str | None
-    stats: dict[str, tuple[int, float, float | None, float | None]] = field(default_factory=dict)
-    # metric -> (n, mean, std or None, delta vs published or None); published rows: (0, value, None, None)
-    published: dict[str, float] = field(default_factory=dict)  # metric -> matched published value (ours only)
-    runs: list[tuple[str, str | None, str]] = field(default_factory=list)  # (label, run dir rel, config rel | None)
-    commits: list[str] = field(default_factory=list)
-    source: str = ""                        # published rows: where the number was read (+ note)
-
-    @property
-    def n(self) -> int:
-        return max((s[0] for s in self.stats.values()), default=0)
-
-
-@dataclass
-class TaskTable:
-    task: str
-    metrics: list[str]
-    rows: list[Row]
-
-
-def _rank(order: tuple[str, ...], name: str) -> tuple[int, str]:
-    return (order.index(name) if name in order else len(order), name)
+NOT_TABLED = ("pretrain",)   # tasks whose result.json is counted but not tabled
 
 
 def load_reference(path: str | Path | None) -> list[dict]:
@@ -87,14 +57,6 @@ def load_reference(path: str | Path | None) -> list[dict]:
     return entries
 
 
-def record_protocol_key(rec: dict) -> str | None:
-    if rec.get("protocol_key"):
-        return str(rec["protocol_key"])
-    if rec.get("protocol"):
-        return f"{rec['task']}/{rec['dataset']}/{rec['backbone']}/{rec['protocol']}"
-    return None
-
-
 def _check_record(rec: dict) -> None:
     for k in ("task", "dataset", "backbone", "method"):
         if not isinstance(rec[k], str) or not rec[k]:
@@ -106,9 +68,6 @@ def _check_record(rec: dict) -> None:
            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v)}
     if bad:
         raise ValueError(f"metrics must be finite numbers, got {bad}")
-
-
-NOT_TABLED = ("pretrain",)   # tasks whose result.json is counted but not tabled
 
 
 def find_results(runs_root: str | Path) -> tuple[list[tuple[Path, dict]], list[tuple[Path, str]], list[Path]]:
@@ -133,75 +92,8 @@ def find_results(runs_root: str | Path) -> tuple[list[tuple[Path, dict]], list[t
 
 
 def _rel(path: Path, out_dir: Path) -> str:
+    import os
     return Path(os.path.relpath(path.resolve(), out_dir.resolve())).as_posix()
-
-
-def _run_links(path: Path, rec: dict, out_dir: Path) -> tuple[str, str, str | None]:
-    run_dir = path.parent  # where the run lives now (the recorded run_dir may predate a move)
-    cfg = rec.get("config")
-    if cfg:
-        cfg = Path(cfg)
-        if not cfg.is_absolute():
-            cfg = run_dir / cfg if (run_dir / cfg).exists() or not cfg.exists() else cfg
-    label = f"seed {rec['seed']}" if rec.get("seed") is not None else run_dir.name
-    return label, _rel(run_dir, out_dir), _rel(cfg, out_dir) if cfg else None
-
-
-def _ours(found: list[tuple[Path, dict]], out_dir: Path) -> dict[tuple, Row]:
-    groups: dict[tuple, list[tuple[Path, dict]]] = {}
-    for p, rec in found:
-        key = (rec["task"], rec["dataset"], rec["backbone"], rec["method"], record_protocol_key(rec))
-        groups.setdefault(key, []).append((p, rec))
-    rows = {}
-    for (task, dataset, backbone, method, pkey), runs in groups.items():
-        def by_seed(pr):
-            s = pr[1].get("seed")
-            return (s is None, s if isinstance(s, (int, float)) else 0, str(s), str(pr[0]))
-        runs.sort(key=by_seed)
-        row = Row("ours", dataset, backbone, method, pkey)
-        for metric in sorted({m for _, r in runs for m in r["metrics"]}):
-            vals = [r["metrics"][metric] for _, r in runs if metric in r["metrics"]]
-            std = statistics.stdev(vals) if len(vals) > 1 else None
-            row.stats[metric] = (len(vals), statistics.fmean(vals), std, None)
-        row.runs = [_run_links(p, r, out_dir) for p, r in runs]
-        row.commits = [(r.get("git_commit") or "no commit")[:7] for _, r in runs]
-        rows[(task, dataset, backbone, method, pkey)] = row
-    return rows
-
-
-def _published(reference: list[dict]) -> dict[tuple, Row]:
-    rows: dict[tuple, Row] = {}
-    for e in reference:
-        key = (e["task"], e["dataset"], e["backbone"], e["method"], e["protocol_key"])
-        row = rows.setdefault(key, Row("published", e["dataset"], e["backbone"], e["method"], e["protocol_key"]))
-        row.stats[e["metric"]] = (0, float(e["value"]), None, None)
-        src = f"{e['source']} ({e['note']})" if e.get("note") else str(e["source"])
-        row.source = src if not row.source or row.source == src else f"{row.source}; {src}"
-    return rows
-
-
-def build_tables(found: list[tuple[Path, dict]], reference: list[dict], out_dir: Path) -> list[TaskTable]:
-    """One table per task that has results of ours: our rows, then the published rows of that task; deltas where
-    (protocol key, method) match."""
-    ours, published = _ours(found, out_dir), _published(reference)
-    for (task, _d, _b, method, pkey), row in ours.items():
-        for (ptask, _pd, _pb, pmethod, ppkey), prow in published.items():
-            if pkey is None or (ptask, pmethod, ppkey) != (task, method, pkey):
-                continue
-            for metric, (n, mean, std, _) in list(row.stats.items()):
-                if metric in prow.stats:
-                    row.published[metric] = prow.stats[metric][1]
-                    row.stats[metric] = (n, mean, std, mean - prow.stats[metric][1])
-    tables = []
-    for task in sorted({k[0] for k in ours}, key=lambda t: _rank(TASK_ORDER, t)):
-        def order(item):
-            (_t, dataset, backbone, method, pkey), _row = item
-            return (dataset, backbone, _rank(METHOD_ORDER, method), pkey or "")
-        rows = [r for _, r in sorted(((k, r) for k, r in ours.items() if k[0] == task), key=order)]
-        rows += [r for _, r in sorted(((k, r) for k, r in published.items() if k[0] == task), key=order)]
-        metrics = sorted({m for r in rows if r.kind == "ours" for m in r.stats}, key=lambda m: _rank(METRIC_ORDER, m))
-        tables.append(TaskTable(task, metrics, rows))
-    return tables
 
 
 def copy_analysis(dirs, out_dir: Path) -> list[tuple[str, Path]]:
@@ -220,9 +112,10 @@ def copy_analysis(dirs, out_dir: Path) -> list[tuple[str, Path]]:
 
 def collate(runs_root: str | Path, out_dir: str | Path | None = None,
             reference: str | Path | None = DEFAULT_REFERENCE, analysis=()) -> dict:
-    """Write leaderboard.{md,csv,html} and plots/<task>.png under out_dir (default RUNS_ROOT/leaderboard).
+    """Write leaderboard.{md,csv,html}, summary.txt (the verdict lines) and plots/<table>.png under out_dir
+    (default RUNS_ROOT/leaderboard).
     Returns {"results": n tabled, "skipped": [(path, why)], "not_tabled": [pre-training result.json], "tables": n,
-    "files": {name: path}}."""
+    "verdicts": [lines], "files": {name: path}}."""
     runs_root = Path(runs_root)
     if not runs_root.is_dir():
         raise ValueError(f"{runs_root}: not a folder of runs")
@@ -230,7 +123,7 @@ def collate(runs_root: str | Path, out_dir: str | Path | None = None,
     out_dir.mkdir(parents=True, exist_ok=True)
     ref = load_reference(reference)
     found, skipped, not_tabled = find_results(runs_root)
-    tables = build_tables(found, ref, out_dir)
+    tables = build_tables(found, ref, lambda p: _rel(p, out_dir))
     plots = write_plots(tables, out_dir / "plots")
     header = {"runs_root": _rel(runs_root, out_dir), "n_results": len(found), "n_not_tabled": len(not_tabled),
               "skipped": [(_rel(p, out_dir), why) for p, why in skipped],
@@ -238,9 +131,12 @@ def collate(runs_root: str | Path, out_dir: str | Path | None = None,
     files = {"md": write_markdown(out_dir / "leaderboard.md", tables, ref, header, plots),
              "csv": write_csv(out_dir / "leaderboard.csv", tables),
              "html": write_html(out_dir / "leaderboard.html", tables, ref, header, plots)}
-    files.update({f"plot:{t}": p for t, p in plots.items()})
+    files.update({f"plot:{t.slug}": p for t, p in plots.items()})
+    verdicts = [line for t in tables for line in t.verdict_lines()]
+    files["summary"] = atomic_write_text(out_dir / "summary.txt", "".join(f"{v}\n" for v in verdicts) or
+                                         "no table with a random-init baseline: no verdicts\n")
     return {"results": len(found), "skipped": skipped, "not_tabled": not_tabled, "tables": len(tables),
-            "files": files}
+            "verdicts": verdicts, "files": files}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -258,11 +154,15 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    print(f"{res['results']} results, {len(res['skipped'])} skipped -> {res['files']['md']}")
+    print(f"{res['results']} results in {res['tables']} tables, {len(res['skipped'])} skipped -> {res['files']['md']}")
+    for line in res["verdicts"]:
+        print(f"  {line}")
     if res["skipped"]:
         print(f"warning: {len(res['skipped'])} result.json skipped (listed in the leaderboard)", file=sys.stderr)
     return 0 if res["results"] else 1
 
+
+__all__ = ["Row", "Table", "collate", "find_results", "load_reference", "main"]
 
 if __name__ == "__main__":
     sys.exit(main())

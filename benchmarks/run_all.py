@@ -169,8 +169,10 @@ def main(argv=None) -> int:
     for k, v in failed.items():
         print(f"  {k}: {v.splitlines()[0]}")
     if ok:
-        print(f"leaderboard: {board / 'leaderboard.md'}")
-        print((board / "leaderboard.md").read_text())
+        summary = board / "summary.txt"
+        print("\nverdicts (Δ vs random init, 95 % interval; ✓ = excludes 0):")
+        print("".join(f"  {line}\n" for line in summary.read_text().splitlines()) if summary.is_file() else "  (none)")
+        print(f"leaderboard: {board / 'leaderboard.md'} (also .html, .csv, plots/)")
     return 1 if failed else 0
 
 

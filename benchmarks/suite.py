@@ -4,10 +4,17 @@ Suite YAML (see benchmarks/suites/toy.yaml):
   name: toy
   out: runs/toy                      # everything of the suite lives here (relative to the cwd)
   data: {generate: toy, size: 64}    # or {root: /datasets} with imagenet/, coco/, ade/ underneath (or per-task roots)
-  seeds: [0]
-  pretrain:                          # one run folder + one exported backbone per entry
-    <name>: {config: pretrain/configs/x.yaml, overrides: [k=v, ...], kind: cnn|vit}
-    <name>: {random: <preset>, kind: cnn|vit, overrides: [...]}          # randomly initialised baseline
+  seeds: [0, 1, 2]
+  extends: toy                       # optional: that suite's data, seeds, pre-training (and out: its weights are
+                                     # reused), with this suite's tasks
+  seed_mode: paired                  # paired: every pre-training entry runs once per seed s and its transfer runs
+                                     # use seed s too (both vary); transfer: one pre-training (seed 0), transfer
+                                     # seeds vary
+  pretrain:                          # one set of weights per entry (and seed)
+    <name>: {config: pretrain/configs/x.yaml, overrides: [k=v, ...], kind: cnn|vit}     # pretrain.train
+    <name>: {random: <preset>, kind: cnn|vit, overrides: [...]}                       # random-init baseline
+    <name>: {supervised: transfer/classification/configs/x.yaml, init: <preset>, kind: cnn|vit,
+             init_overrides: [...], overrides: [...]}   # trained on the labels from a random init, then exported
   tasks:
     <name>: {entry: transfer.mmdet.train, kinds: {cnn: [args...], vit: [args...]}, seeds: true|false}
 Strings may use {out}, {data}, {weights}, {run}, {seed}, {name}, {backbone}.
@@ -44,8 +51,10 @@ class SuiteError(ValueError):
     pass
 
 
-_TOP_KEYS = {"name", "out", "data", "seeds", "pretrain", "tasks", "description"}
-_PT_KEYS = {"config", "overrides", "kind", "random", "export_overrides", "backbone", "method"}
+_TOP_KEYS = {"name", "out", "data", "seeds", "seed_mode", "pretrain", "tasks", "description", "see_also", "extends"}
+_PT_KEYS = {"config", "overrides", "kind", "random", "supervised", "init", "init_overrides", "backbone", "method"}
+_SOURCES = ("config", "random", "supervised")
+SEED_MODES = ("paired", "transfer")
 _TASK_KEYS = {"entry", "kinds", "seeds", "done", "timeout_s"}
 
 
@@ -76,13 +85,21 @@ def load_suite(path: Path) -> dict:
     if not isinstance(suite, dict):
         raise SuiteError(f"{path}: expected a mapping at top level")
     _check_keys(str(path), suite, _TOP_KEYS)
+    if "extends" in suite:    # another suite's data, seeds, pre-training and out folder; this one's tasks
+        base = load_suite(resolve_suite_path(str(suite["extends"])))
+        suite = {**{k: v for k, v in base.items() if k not in ("see_also", "description")},
+                 **{k: v for k, v in suite.items() if k != "extends"}}
     for key in ("name", "pretrain", "tasks"):
         if key not in suite:
             raise SuiteError(f"{path}: missing required key '{key}'")
+    if suite.get("seed_mode", "transfer") not in SEED_MODES:
+        raise SuiteError(f"{path}: seed_mode must be one of {list(SEED_MODES)}, got {suite['seed_mode']!r}")
     for name, pt in suite["pretrain"].items():
         _check_keys(f"{path}: pretrain.{name}", pt, _PT_KEYS)
-        if ("config" in pt) == ("random" in pt):
-            raise SuiteError(f"{path}: pretrain.{name} needs exactly one of 'config' or 'random'")
+        if sum(k in pt for k in _SOURCES) != 1:
+            raise SuiteError(f"{path}: pretrain.{name} needs exactly one of {list(_SOURCES)}")
+        if "supervised" in pt and "init" not in pt:
+            raise SuiteError(f"{path}: pretrain.{name}: a supervised entry needs 'init: <preset>' (its random init)")
         if pt.get("kind") not in ("cnn", "vit"):
             raise SuiteError(f"{path}: pretrain.{name}.kind must be 'cnn' or 'vit', got {pt.get('kind')!r}")
     for name, t in suite["tasks"].items():
@@ -99,8 +116,45 @@ def _fmt(items, **ctx) -> list[str]:
         raise SuiteError(f"unknown placeholder {e} in {items}") from e
 
 
+def _pretrain_steps(name: str, pt: dict, out: Path, seed: int, tag: str, deps: list[str], ctx: dict
+                    ) -> tuple[list[Step], Path, str]:
+    """Steps that produce the weights of one pre-training entry at one seed -> (steps, weights path, last step id).
+    tag: '' (one pre-training) or '/seed<s>' (paired seeds)."""
+    run = out / "pretrain" / name / tag.lstrip("/")          # Path / '' is the path itself
+    c = dict(ctx, run=run, name=name, seed=seed)
+    meta = {"pretrain": name, "pretrain_seed": seed}
+    if "random" in pt:
+        weights = out / "weights" / f"{name}{tag.replace('/', '_')}.safetensors"
+        argv = ["pretrain.export", "--random", pt["random"], "--method", "random", "--seed", str(seed),
+                "--out", str(weights), *_fmt(pt.get("overrides", []), **c, weights=weights)]
+        sid = f"export/{name}{tag}"
+        return [Step(sid, "export", argv, run, weights.with_suffix(".json"), deps, meta=meta)], weights, sid
+    if "config" in pt:                     # pretrain.train exports its backbone at the end (run.export_at_end)
+        weights = run / "backbone.safetensors"
+        argv = ["pretrain.train", "--config", pt["config"], f"run.out_dir={run}",
+                *_fmt(pt.get("overrides", []), **c, weights=weights)]
+        sid = f"pretrain/{name}{tag}"
+        return [Step(sid, "pretrain", argv, run, run / "done", deps, meta=meta)], weights, sid
+    # supervised: random init (seeded) -> classification fine-tune on the labels -> export of its backbone
+    init = out / "weights" / f"{name}_init{tag.replace('/', '_')}.safetensors"
+    weights = out / "weights" / f"{name}{tag.replace('/', '_')}.safetensors"
+    steps = [Step(f"export/{name}_init{tag}", "export",
+                  ["pretrain.export", "--random", pt["init"], "--method", "random", "--seed", str(seed), "--out",
+                   str(init), *_fmt(pt.get("init_overrides", []), **c, weights=init)], run, init.with_suffix(".json"),
+                  deps, meta=meta)]
+    steps.append(Step(f"pretrain/{name}{tag}", "pretrain",
+                      ["transfer.classification.train", pt["supervised"], "--weights", str(init), "--work-dir", str(run),
+                       f"run.seed={seed}", *_fmt(pt.get("overrides", []), **c, weights=init)], run, run / "done",
+                      [steps[0].id], meta=meta))
+    steps.append(Step(f"export/{name}{tag}", "export",
+                      ["transfer.classification.export", str(run), "--out", str(weights), "--method", "supervised"],
+                      run, weights.with_suffix(".json"), [steps[1].id], meta=meta))
+    return steps, weights, steps[-1].id
+
+
 def plan(suite: dict, out: Path, data_root: Path | None = None) -> list[Step]:
-    """Expand a suite into ordered steps (dependencies first)."""
+    """Expand a suite into ordered steps (dependencies first; every pre-training before the transfers, so that with
+    a few jobs at a time the long steps start first)."""
     steps: list[Step] = []
     data_cfg = suite.get("data", {}) or {}
     if data_root is None:
@@ -112,24 +166,15 @@ def plan(suite: dict, out: Path, data_root: Path | None = None) -> list[Step]:
         steps.append(Step("data/toy", "data", argv, out / "logs", data_root / "toyworld.json"))
         deps_data = ["data/toy"]
     ctx = dict(out=out, data=data_root)
-    weights: dict[str, Path] = {}
-    for name, pt in suite["pretrain"].items():
-        wpath = out / "weights" / f"{name}.safetensors"
-        weights[name] = wpath
-        run = out / "pretrain" / name
-        c = dict(ctx, run=run, name=name, seed=0, weights=wpath)
-        if "random" in pt:
-            argv = ["pretrain.export", "--random", pt["random"], "--method", "random", "--out", str(wpath),
-                    *_fmt(pt.get("overrides", []), **c)]
-            steps.append(Step(f"export/{name}", "export", argv, run, wpath.with_suffix(".json"), deps_data,
-                              meta={"pretrain": name}))
-            continue
-        argv = ["pretrain.train", "--config", pt["config"], f"run.out_dir={run}", *_fmt(pt.get("overrides", []), **c)]
-        steps.append(Step(f"pretrain/{name}", "pretrain", argv, run, run / "done", deps_data, meta={"pretrain": name}))
-        argv = ["pretrain.export", str(run), "--out", str(wpath), *_fmt(pt.get("export_overrides", []), **c)]
-        steps.append(Step(f"export/{name}", "export", argv, run, wpath.with_suffix(".json"), [f"pretrain/{name}"],
-                          meta={"pretrain": name}))
     seeds = suite.get("seeds", [0]) or [0]
+    paired = suite.get("seed_mode", "transfer") == "paired"
+    weights: dict[tuple[str, int], tuple[Path, str]] = {}      # (entry, transfer seed) -> (weights, producing step)
+    for name, pt in suite["pretrain"].items():
+        for seed in (seeds if paired else [0]):
+            made, w, last = _pretrain_steps(name, pt, out, seed, f"/seed{seed}" if paired else "", deps_data, ctx)
+            steps += made
+            for s in (seeds if not paired else [seed]):
+                weights[(name, s)] = (w, last)
     for tname, t in suite["tasks"].items():
         for name, pt in suite["pretrain"].items():
             args = t["kinds"].get(pt["kind"])
@@ -137,12 +182,13 @@ def plan(suite: dict, out: Path, data_root: Path | None = None) -> list[Step]:
                 continue                                   # task not defined for this backbone kind
             for seed in (seeds if t.get("seeds", True) else [seeds[0]]):
                 run = out / "transfer" / tname / name / f"seed{seed}"
-                c = dict(ctx, run=run, name=name, seed=seed, weights=weights[name], backbone=name)
+                w, dep = weights[(name, seed)]
+                c = dict(ctx, run=run, name=name, seed=seed, weights=w, backbone=name)
                 argv = [t["entry"], *_fmt(args, **c)]
                 done = run / t.get("done", "result.json")
-                steps.append(Step(f"{tname}/{name}/seed{seed}", "transfer", argv, run, done,
-                                  [f"export/{name}"], meta={"task": tname, "pretrain": name, "seed": seed,
-                                                            "timeout_s": t.get("timeout_s")}))
+                steps.append(Step(f"{tname}/{name}/seed{seed}", "transfer", argv, run, done, [dep],
+                                  meta={"task": tname, "pretrain": name, "seed": seed,
+                                        "pretrain_seed": seed if paired else 0, "timeout_s": t.get("timeout_s")}))
     return steps
 
 

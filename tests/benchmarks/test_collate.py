@@ -12,7 +12,7 @@ import yaml
 from PIL import Image
 
 from benchmarks.collate import DEFAULT_REFERENCE, collate, load_reference, main
-from transfer.results import write_result
+from transfer.results import identity, write_result
 
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
 
@@ -35,9 +35,20 @@ def _run(root: Path, name: str, method: str, metrics: dict, seed=None, task="coc
     d.mkdir(parents=True)
     if config:
         (d / "config.py").write_text("x = 1\n")
-    write_result(d, task=task, framework="mmdet", dataset=dataset, backbone=backbone, method=method,
-                 metrics=metrics, config="config.py" if config else None, git_commit=COMMIT,
+    write_result(d, task=task, framework=extra.pop("framework", "mmdet"), dataset=dataset, backbone=backbone,
+                 method=method, metrics=metrics, config="config.py" if config else None, git_commit=COMMIT,
                  **({"seed": seed} if seed is not None else {}), **extra)
+
+
+def _toy(root: Path, name: str, method: str, top1: float, seed: int, **extra) -> None:
+    """A frozen-protocol toy run written with the run identity, seeds paired (pre-training seed = seed)."""
+    ident = identity(task="in1k_linear", dataset="toy_imagenet", framework="a2mim-suite", recipe="toy_linear",
+                     backbone=extra.pop("backbone", "resnet18"), method=method,
+                     pretrain="scratch" if method == "random" else "pt120s", markers=extra.pop("markers", ()))
+    d = root / name
+    d.mkdir(parents=True)
+    write_result(d, **ident, metrics={"top1": top1}, seed=seed, pretrain_seed=seed, num_classes=8,
+                 git_commit=COMMIT, **extra)
 
 
 @pytest.fixture
@@ -48,13 +59,22 @@ def runs(tmp_path):
     _run(root, "random_s0", "random", {"bbox_mAP": 10.0, "segm_mAP": 8.0}, seed=0, protocol="toy")
     _run(root, "random_s1", "random", {"bbox_mAP": 14.0, "segm_mAP": 10.0}, seed=1, protocol="toy")
     _run(root, "simmim_s0", "simmim", {"bbox_mAP": 28.0, "segm_mAP": 24.0}, seed=0, config=False, protocol="toy")
-    _run(root, "seg_a2mim", "a2mim", {"aAcc": 80.0, "mIoU": 40.0}, seed=0, task="ade20k_seg", dataset="toy_ade",
-         backbone="vit_tiny")
     _run(root, "paper_r50", "a2mim", {"bbox_mAP": 40.1, "segm_mAP": 34.0}, dataset="coco2017", backbone="resnet50",
          protocol="c4-2x")
-    # the same protocol shrunk by --tiny: its own row, no delta
+    # the same protocol shrunk by --tiny: its own table, no delta
     _run(root, "tiny_r50", "a2mim", {"bbox_mAP": 5.0, "segm_mAP": 4.0}, dataset="coco2017", backbone="resnet50",
          protocol="c4-2x+tiny")
+    # toy frozen protocol, new run identity: 3 seeds each; supervised is the ceiling
+    for s, (a, r, sup) in enumerate([(21.0, 15.0, 60.0), (22.0, 17.0, 61.0), (23.0, 19.0, 62.0)]):
+        _toy(root, f"lin/a2mim/seed{s}", "a2mim", a, s)
+        _toy(root, f"lin/random/seed{s}", "random", r, s)
+        _toy(root, f"lin/supervised/seed{s}", "supervised", sup, s)
+    _toy(root, "lin/a2mim/seed0_old", "a2mim", 99.0, 0, time="2000-01-01T00:00:00+00:00")   # an older run of seed 0
+    _toy(root, "lin/simmim/seed0", "simmim", 18.0, 0)
+    for s, (a, r, sup) in enumerate([(13.0, 12.0, 12.5), (12.0, 13.0, 13.0), (14.0, 11.0, 12.0)]):   # not learnt
+        _toy(root, f"vit/a2mim/seed{s}", "a2mim", a, s, backbone="vit_tiny")
+        _toy(root, f"vit/random/seed{s}", "random", r, s, backbone="vit_tiny")
+        _toy(root, f"vit/supervised/seed{s}", "supervised", sup, s, backbone="vit_tiny")
     # a pre-training run's result.json (task 'pretrain', losses): counted, not tabled
     _run(root, "pretrain_r18", "a2mim", {"loss": 0.1, "steps": 300.0}, task="pretrain", dataset="/data/imagenet")
     (root / "bad_json").mkdir()
@@ -69,98 +89,100 @@ def runs(tmp_path):
     return root, ref
 
 
-SRC = "README \\| table 3"
-CFG = "[config](../runs/{0}/config.py), `0123456`"
-TOY = "coco_det/toy_coco/resnet18/toy"
-EXPECTED_MD = f"""# Leaderboard
-
-8 results under `../runs`, 3 skipped, 1 pre-training run not tabled. Cells: mean ± sample std over n runs (seeds), metrics in percent; (Δ x) = ours − published, shown only where the protocol key and the method match.
-
-## coco_det
-
-| dataset | backbone | method | protocol | n | bbox_mAP | segm_mAP | runs / source |
-|---|---|---|---|---:|---:|---:|---|
-| coco2017 | resnet50 | a2mim | coco_det/coco2017/resnet50/c4-2x | 1 | 40.10 (Δ +0.30) | 34.00 (Δ -0.90) | [paper_r50](../runs/paper_r50) ({CFG.format("paper_r50")}) |
-| coco2017 | resnet50 | a2mim | coco_det/coco2017/resnet50/c4-2x+tiny | 1 | 5.00 | 4.00 | [tiny_r50](../runs/tiny_r50) ({CFG.format("tiny_r50")}) |
-| toy_coco | resnet18 | a2mim | {TOY} | 2 | 31.00 ± 1.41 | 25.50 ± 0.71 | [seed 0](../runs/a2mim_s0) ({CFG.format("a2mim_s0")}); [seed 1](../runs/a2mim_s1) ({CFG.format("a2mim_s1")}) |
-| toy_coco | resnet18 | simmim | {TOY} | 1 | 28.00 | 24.00 | [seed 0](../runs/simmim_s0) (`0123456`) |
-| toy_coco | resnet18 | random | {TOY} | 2 | 12.00 ± 2.83 | 9.00 ± 1.41 | [seed 0](../runs/random_s0) ({CFG.format("random_s0")}); [seed 1](../runs/random_s1) ({CFG.format("random_s1")}) |
-| coco2017 | resnet50 | a2mim (published) | coco_det/coco2017/resnet50/c4-2x | – | 39.8 | 34.9 | {SRC}; {SRC} (test-dev?) |
-
-![coco_det](plots/coco_det.png)
-
-## ade20k_seg
-
-| dataset | backbone | method | n | mIoU | aAcc | runs / source |
-|---|---|---|---:|---:|---:|---|
-| toy_ade | vit_tiny | a2mim | 1 | 40.00 | 80.00 | [seed 0](../runs/seg_a2mim) ({CFG.format("seg_a2mim")}) |
-
-![ade20k_seg](plots/ade20k_seg.png)
-
-## Published numbers
-
-| id | paper | method | backbone | task | dataset | metric | value | protocol | protocol_key | source |
-|---|---|---|---|---|---|---|---|---|---|---|
-| p-box | P | a2mim | resnet50 | coco_det | coco2017 | bbox_mAP | 39.8 | C4 2x | coco_det/coco2017/resnet50/c4-2x | {SRC} |
-| p-mask | P | a2mim | resnet50 | coco_det | coco2017 | segm_mAP | 34.9 | C4 2x | coco_det/coco2017/resnet50/c4-2x | {SRC} |
-| p-top1 | P | simmim | vit_base | in1k_finetune | imagenet1k | top1 | 83.8 | FT | k | S |
-
-## Skipped result.json (3)
-
-- `../runs/bad_json/result.json`: not valid JSON (Expecting value: line 1 column 1 (char 0))
-- `../runs/bad_metric/result.json`: metrics must be finite numbers, got {{'bbox_mAP': 'high'}}
-- `../runs/no_schema/result.json`: schema None, expected 'a2mim-result/1'
-"""
-
-C = "0123456"
-EXPECTED_CSV = f"""kind,task,dataset,backbone,method,protocol_key,metric,n,value,std,published,delta,source,runs,configs,commits
-ours,coco_det,coco2017,resnet50,a2mim,coco_det/coco2017/resnet50/c4-2x,bbox_mAP,1,40.1,,39.8,0.3,,../runs/paper_r50,../runs/paper_r50/config.py,{C}
-ours,coco_det,coco2017,resnet50,a2mim,coco_det/coco2017/resnet50/c4-2x,segm_mAP,1,34.0,,34.9,-0.9,,../runs/paper_r50,../runs/paper_r50/config.py,{C}
-ours,coco_det,coco2017,resnet50,a2mim,coco_det/coco2017/resnet50/c4-2x+tiny,bbox_mAP,1,5.0,,,,,../runs/tiny_r50,../runs/tiny_r50/config.py,{C}
-ours,coco_det,coco2017,resnet50,a2mim,coco_det/coco2017/resnet50/c4-2x+tiny,segm_mAP,1,4.0,,,,,../runs/tiny_r50,../runs/tiny_r50/config.py,{C}
-ours,coco_det,toy_coco,resnet18,a2mim,{TOY},bbox_mAP,2,31.0,1.4142,,,,../runs/a2mim_s0;../runs/a2mim_s1,../runs/a2mim_s0/config.py;../runs/a2mim_s1/config.py,{C};{C}
-ours,coco_det,toy_coco,resnet18,a2mim,{TOY},segm_mAP,2,25.5,0.7071,,,,../runs/a2mim_s0;../runs/a2mim_s1,../runs/a2mim_s0/config.py;../runs/a2mim_s1/config.py,{C};{C}
-ours,coco_det,toy_coco,resnet18,simmim,{TOY},bbox_mAP,1,28.0,,,,,../runs/simmim_s0,,{C}
-ours,coco_det,toy_coco,resnet18,simmim,{TOY},segm_mAP,1,24.0,,,,,../runs/simmim_s0,,{C}
-ours,coco_det,toy_coco,resnet18,random,{TOY},bbox_mAP,2,12.0,2.8284,,,,../runs/random_s0;../runs/random_s1,../runs/random_s0/config.py;../runs/random_s1/config.py,{C};{C}
-ours,coco_det,toy_coco,resnet18,random,{TOY},segm_mAP,2,9.0,1.4142,,,,../runs/random_s0;../runs/random_s1,../runs/random_s0/config.py;../runs/random_s1/config.py,{C};{C}
-published,coco_det,coco2017,resnet50,a2mim,coco_det/coco2017/resnet50/c4-2x,bbox_mAP,,39.8,,,,README | table 3; README | table 3 (test-dev?),,,
-published,coco_det,coco2017,resnet50,a2mim,coco_det/coco2017/resnet50/c4-2x,segm_mAP,,34.9,,,,README | table 3; README | table 3 (test-dev?),,,
-ours,ade20k_seg,toy_ade,vit_tiny,a2mim,,mIoU,1,40.0,,,,,../runs/seg_a2mim,../runs/seg_a2mim/config.py,{C}
-ours,ade20k_seg,toy_ade,vit_tiny,a2mim,,aAcc,1,80.0,,,,,../runs/seg_a2mim,../runs/seg_a2mim/config.py,{C}
-"""
+def _table(tables, title):
+    return next(t for t in tables if t.title == title)
 
 
-def test_tables_are_exactly_as_expected(runs, tmp_path, caplog):
+def test_tables_rows_and_deltas(runs, tmp_path, caplog):
+    from benchmarks.collate import find_results
+    from benchmarks.leaderboard_rows import build_tables
+
     root, ref = runs
     with caplog.at_level(logging.WARNING, logger="benchmarks.collate"):
         res = collate(root, tmp_path / "out", ref)
-    assert res["results"] == 8 and res["tables"] == 2
+    assert res["results"] == 27 and res["tables"] == 4
     assert res["not_tabled"] == [root / "pretrain_r18" / "result.json"]
     assert [p.parent.name for p, _ in res["skipped"]] == ["bad_json", "bad_metric", "no_schema"]
     for name in ("bad_json", "bad_metric", "no_schema"):  # each skip is warned about, naming the file
         assert any(str(root / name / "result.json") in r.getMessage() for r in caplog.records)
-    assert (tmp_path / "out" / "leaderboard.md").read_text() == EXPECTED_MD
-    assert (tmp_path / "out" / "leaderboard.csv").read_text() == EXPECTED_CSV
+    found, _, _ = find_results(root)
+    tables = build_tables(found, load_reference(ref), str)
+    assert [t.title for t in tables] == [
+        "coco_det · coco2017 · mmdet · c4-2x", "coco_det · coco2017 · mmdet · c4-2x+tiny",
+        "coco_det · toy_coco · mmdet · toy", "in1k_linear · toy_imagenet · a2mim-suite · toy_linear"]
+    paper = _table(tables, "coco_det · coco2017 · mmdet · c4-2x")
+    ours, pub = paper.rows
+    assert ours.delta("bbox_mAP") == pytest.approx(0.3) and ours.delta("segm_mAP") == pytest.approx(-0.9)
+    assert pub.kind == "published" and pub.source == "README | table 3; README | table 3 (test-dev?)"
+    tiny = _table(tables, "coco_det · coco2017 · mmdet · c4-2x+tiny")
+    assert tiny.rows[0].published == {} and tiny.rows[1].kind == "published"     # beside it, never compared
+    toy = _table(tables, "coco_det · toy_coco · mmdet · toy")
+    assert [r.method for r in toy.rows] == ["a2mim", "simmim", "random"]        # no published rows on toy data
+    a2 = toy.rows[0]
+    assert (a2.cells["bbox_mAP"].mean, round(a2.cells["bbox_mAP"].std, 4)) == (31.0, 1.4142)
+    assert a2.vs_random.diff == 19.0 and a2.vs_random.significant             # bbox: the headline metric
+    assert toy.rows[1].vs_random.low is None                                   # simmim: one run, no interval
+    lin = _table(tables, "in1k_linear · toy_imagenet · a2mim-suite · toy_linear")
+    a2 = next(r for r in lin.rows if (r.backbone, r.method) == ("resnet18", "a2mim"))
+    assert a2.n == 3 and a2.cells["top1"].mean == 22.0 and len(a2.dropped) == 1   # the older seed-0 run dropped
+    assert a2.dropped[0].endswith("lin/a2mim/seed0_old") and lin.chance == 12.5
+    assert lin.seeds_vary() == "pre-training and transfer"
+
+
+def test_verdicts_state_who_beats_random_and_refuse_unlearnt_tasks(runs, tmp_path):
+    root, ref = runs
+    res = collate(root, tmp_path / "out", ref)
+    lin = [v for v in res["verdicts"] if v.startswith("in1k_linear")]
+    head = "in1k_linear · toy_imagenet · a2mim-suite · toy_linear [top1; seeds vary: pre-training and transfer] "
+    # resnet18: a2mim 22 ± 1 vs random 17 ± 2: +5.00, Welch df 50/17 (tests/benchmarks/test_stats.py by hand)
+    assert lin[0].startswith(head + "resnet18: a2mim +5.00 [+0.8")
+    assert "(beats random); simmim +1.00 (n<2: no interval) (too few runs to tell); supervised +44.00 [" in lin[0]
+    assert "NOT LEARNT" not in lin[0]
+    assert lin[1].startswith(head + "vit_tiny: NOT LEARNT at this budget") and "no verdict" in lin[1]
+    toy = [v for v in res["verdicts"] if v.startswith("coco_det · toy_coco")]
+    # bbox 31 ± 1.414 vs 12 ± 2.828, n = 2 each: se = sqrt(1 + 4), df = 25 / 17, t_0.975(df) = 6.20 -> ± 13.84
+    assert toy == ["coco_det · toy_coco · mmdet · toy [bbox_mAP; seeds vary: transfer only] resnet18: "
+                   "a2mim +19.00 [+5.16, +32.84] ✓ (beats random); simmim +16.00 (n<2: no interval) "
+                   "(too few runs to tell)"]
+    summary = (tmp_path / "out" / "summary.txt").read_text().splitlines()
+    assert summary == res["verdicts"]
+    md = (tmp_path / "out" / "leaderboard.md").read_text()
+    assert "## Verdicts" in md and md.index("## Verdicts") < md.index("## coco_det")
+    assert "chance top-1 = 12.5" in md and "1 duplicate run(s) of the same seeds not counted" in md
+
+
+def test_csv_long_format(runs, tmp_path):
+    import csv
+    root, ref = runs
+    collate(root, tmp_path / "out", ref)
+    rows = list(csv.DictReader((tmp_path / "out" / "leaderboard.csv").open()))
+    paper = [r for r in rows if r["protocol"] == "c4-2x" and r["kind"] == "ours" and r["metric"] == "bbox_mAP"]
+    assert len(paper) == 1 and paper[0]["published"] == "39.8" and paper[0]["delta"] == "0.3"
+    sup = [r for r in rows if r["method"] == "supervised" and r["backbone"] == "resnet18"][0]
+    assert (sup["n"], sup["value"], sup["std"], sup["vs_random"]) == ("3", "61.0", "1.0", "44.0")
+    assert float(sup["vs_random_low"]) > 0 and sup["pretrain"] == "pt120s"
 
 
 def test_html_and_plots(runs, tmp_path):
     root, ref = runs
     res = collate(root, tmp_path / "out", ref)
     page = res["files"]["html"].read_text()
-    assert page.startswith("<!doctype html>") and page.count("<table>") == 3  # two tasks + published numbers
+    assert page.startswith("<!doctype html>") and page.count("<table") == 5  # four tables + published numbers
     assert '<a href="../runs/a2mim_s0/config.py">config</a>' in page and "<code>0123456</code>" in page
-    assert page.count('src="data:image/png;base64,') == 2  # plots embedded: the page stands alone
-    assert "<td>README | table 3; README | table 3 (test-dev?)</td>" in page
-    for task in ("coco_det", "ade20k_seg"):
-        with Image.open(tmp_path / "out" / "plots" / f"{task}.png") as im:
+    assert page.count('src="data:image/png;base64,') == 4  # one plot per table, embedded: the page stands alone
+    assert '<table class="ref">' in page                    # the published table wraps instead of overflowing
+    plots = sorted((tmp_path / "out" / "plots").glob("*.png"))
+    assert len(plots) == 4
+    for png in plots:
+        with Image.open(png) as im:
             assert im.format == "PNG" and im.size[0] > 200
 
 
 def test_output_is_deterministic(runs, tmp_path):
     root, ref = runs
-    names = ("leaderboard.md", "leaderboard.csv", "leaderboard.html", "plots/coco_det.png")
     collate(root, tmp_path / "a", ref)
+    names = ["leaderboard.md", "leaderboard.csv", "leaderboard.html", "summary.txt",
+             *[p.relative_to(tmp_path / "a").as_posix() for p in (tmp_path / "a" / "plots").glob("*.png")]]
     first = {n: (tmp_path / "a" / n).read_bytes() for n in names}
     collate(root, tmp_path / "a", ref)
     assert {n: (tmp_path / "a" / n).read_bytes() for n in names} == first
@@ -202,8 +224,8 @@ def test_bad_reference_names_file_and_entry(tmp_path):
 def test_cli(runs, tmp_path, capsys):
     root, ref = runs
     assert main([str(root), "--out", str(tmp_path / "cli"), "--reference", str(ref)]) == 0
-    assert (tmp_path / "cli" / "leaderboard.md").read_text() == EXPECTED_MD
-    assert "8 results, 3 skipped" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "27 results in 4 tables, 3 skipped" in out and "NOT LEARNT" in out
     (tmp_path / "empty").mkdir()
     assert main([str(tmp_path / "empty"), "--no-reference"]) == 1  # nothing to show is a failure
     assert main([str(tmp_path / "missing")]) == 2

@@ -11,31 +11,55 @@ from benchmarks.run_all import execute, main, select
 from benchmarks.suite import Step, SuiteError, load_suite, plan, resolve_suite_path
 
 
-def test_toy_suite_plan_has_matrix_and_dependencies(tmp_path):
+def test_toy_suite_plan_has_matrix_seeds_and_dependencies(tmp_path):
     steps = plan(load_suite(resolve_suite_path("toy")), tmp_path)
     ids = [s.id for s in steps]
-    assert ids[0] == "data/toy"
-    methods = [f"{m}_{b}" for b in ("r18", "vit") for m in ("a2mim", "simmim", "random")]
-    for m in methods:
-        assert f"export/{m}" in ids
-        for task in ("toy_coco_instance", "toy_ade_semseg", "toy_in1k_linear"):
-            assert f"{task}/{m}/seed0" in ids
-    assert sum(s.kind == "pretrain" for s in steps) == 4 and sum(s.kind == "export" for s in steps) == 6
-    assert sum(s.kind == "transfer" for s in steps) == 18
     by_id = {s.id: s for s in steps}
-    assert by_id["toy_coco_instance/a2mim_r18/seed0"].deps == ["export/a2mim_r18"]
-    assert by_id["export/a2mim_r18"].deps == ["pretrain/a2mim_r18"]
-    det_vit = by_id["toy_coco_instance/simmim_vit/seed0"].argv
-    assert det_vit[:2] == ["transfer.mmdet.train", "transfer/mmdet/configs/toy_mask_rcnn_vit_tiny_sfp.py"]
-    assert det_vit[det_vit.index("--weights") + 1] == str(tmp_path / "weights" / "simmim_vit.safetensors")
-    seg_r18 = by_id["toy_ade_semseg/random_r18/seed0"].argv
-    assert seg_r18[:2] == ["transfer.mmseg.train", "transfer/mmseg/configs/toy_upernet_r18.py"]
-    assert seg_r18[seg_r18.index("--data-root") + 1] == str(tmp_path / "data" / "ade")
-    # every dependency comes before its dependant
+    assert ids[0] == "data/toy"
+    tasks = ("toy_linear", "toy_knn", "toy_linseg")
+    for b in ("r18", "vit"):
+        for seed in (0, 1, 2):              # paired seeds: one pre-training per seed, its transfers use that seed
+            for m in ("a2mim", "simmim"):
+                assert f"run.seed={seed}" in by_id[f"pretrain/{m}_{b}/seed{seed}"].argv
+            assert f"export/random_{b}/seed{seed}" in ids
+            sup = [f"export/supervised_{b}_init/seed{seed}", f"pretrain/supervised_{b}/seed{seed}",
+                   f"export/supervised_{b}/seed{seed}"]
+            assert all(i in ids for i in sup)
+            assert by_id[sup[1]].deps == [sup[0]] and by_id[sup[2]].deps == [sup[1]]
+            assert by_id[sup[1]].argv[0] == "transfer.classification.train"
+            for m in ("a2mim", "simmim", "supervised", "random"):
+                for task in tasks:
+                    assert f"{task}/{m}_{b}/seed{seed}" in ids
+    assert sum(s.kind == "transfer" for s in steps) == 2 * 4 * 3 * len(tasks)
+    assert sum(s.kind == "pretrain" for s in steps) == 2 * 3 * 3
+    lin = by_id["toy_linear/a2mim_r18/seed1"]
+    assert lin.deps == ["pretrain/a2mim_r18/seed1"]       # the run's own export (run.export_at_end)
+    assert lin.argv[lin.argv.index("--weights") + 1] == str(tmp_path / "pretrain" / "a2mim_r18" / "seed1" /
+                                                            "backbone.safetensors")
+    assert lin.argv[-1] == "run.seed=1" and lin.argv[lin.argv.index("--cache-dir") + 1] == str(tmp_path / "features")
+    rnd = by_id["toy_linseg/random_vit/seed2"]
+    assert rnd.deps == ["export/random_vit/seed2"] and rnd.argv[:2] == ["transfer.mmseg.train",
+                                                                      "transfer/mmseg/configs/toy_linear_seg.py"]
+    assert by_id["export/random_vit/seed2"].argv[by_id["export/random_vit/seed2"].argv.index("--seed") + 1] == "2"
+    # every dependency comes before its dependant, and every pre-training before the first transfer
     for i, s in enumerate(steps):
         assert all(ids.index(d) < i for d in s.deps)
-    sel = [s.id for s in select(steps, "toy_coco_instance/random_r18")]
-    assert sel == ["data/toy", "export/random_r18", "toy_coco_instance/random_r18/seed0"]
+    first_transfer = min(i for i, s in enumerate(steps) if s.kind == "transfer")
+    assert all(s.kind != "pretrain" for s in steps[first_transfer:])
+    sel = [s.id for s in select(steps, "toy_knn/random_r18/seed0")]
+    assert sel == ["data/toy", "export/random_r18/seed0", "toy_knn/random_r18/seed0"]
+
+
+def test_transfer_seed_mode_shares_one_pretraining(tmp_path):
+    p = tmp_path / "s.yaml"
+    p.write_text("name: x\nseeds: [0, 1]\npretrain:\n  r: {random: resnet18, kind: cnn}\n"
+                 "tasks:\n  t: {entry: m, kinds: {cnn: ['{weights}', '{seed}']}}\n")
+    steps = plan(load_suite(p), tmp_path)
+    assert [s.id for s in steps] == ["export/r", "t/r/seed0", "t/r/seed1"]
+    assert steps[1].argv == ["m", str(tmp_path / "weights" / "r.safetensors"), "0"]
+    p.write_text(p.read_text().replace("name: x", "name: x\nseed_mode: pairs"))
+    with pytest.raises(SuiteError, match="seed_mode must be one of"):
+        load_suite(p)
 
 
 def test_suite_unknown_key_names_the_nearest(tmp_path):
@@ -67,7 +91,7 @@ def test_failure_isolated_and_second_run_does_nothing(tmp_path, capsys):
 def test_dry_run_prints_the_plan(capsys, tmp_path):
     assert main(["--dry-run", "--out", str(tmp_path)]) == 0
     out = capsys.readouterr().out
-    assert "python -m pretrain.train --config pretrain/configs/tiny_r18.yaml" in out
+    assert "python -m pretrain.train --config pretrain/configs/toy_r18.yaml" in out
     assert "collate" in out
 
 
