@@ -34,6 +34,13 @@ def split_protocol(protocol: str | None) -> tuple[str, str | None, list[str]]:
     return m["recipe"], m["pt"], [x for x in m["markers"].split("+") if x]
 
 
+def _key_framework(key: str) -> str | None:
+    """The framework part of a 5-part protocol key (task/dataset/framework/backbone/protocol); None for keys written
+    before the framework was part of the identity."""
+    parts = key.split("/")
+    return parts[2] if len(parts) == 5 else None
+
+
 def record_identity(rec: dict) -> tuple[tuple, tuple, str | None]:
     """-> (table key (task, dataset, framework, recipe, markers), row key (backbone, method, pretrain), protocol key)."""
     if "recipe" in rec:
@@ -203,8 +210,9 @@ def build_tables(found: list[tuple[Path, dict]], reference: list[dict], rel: Cal
                 if r.protocol_key and (prow.protocol_key, prow.method) == (r.protocol_key, r.method):
                     r.published.update({m: c.mean for m, c in prow.cells.items() if m in r.cells})
         order = sorted(rows.values(), key=lambda r: (r.backbone, _rank(METHOD_ORDER, r.method), r.pretrain or ""))
-        # published rows of this task and dataset (never on a toy dataset: ours are only set beside real data)
-        pubs = [prow for e, prow in published if (e["task"], e["dataset"]) == (task, dataset)]
+        # published rows of this task, dataset and framework (the key's third part; never on a toy dataset)
+        pubs = [prow for e, prow in published if (e["task"], e["dataset"]) == (task, dataset)
+                and _key_framework(e["protocol_key"]) in (framework, None)]
         table.rows = order + sorted(pubs, key=lambda r: (r.backbone, _rank(METHOD_ORDER, r.method)))
         c = chance.get(tkey)
         table.chance = next(iter(c)) if c and len(c) == 1 and head == "top1" else None

@@ -10,6 +10,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
+from pretrain.config import ModelConfig, PretrainConfig, resolve_preset
 from pretrain.losses import A2MIMLoss
 from pretrain.masking import BlockMaskGenerator, fill_masked, upsample_mask
 from pretrain.models.backbone import build_backbone
@@ -139,3 +140,11 @@ class A2MIM(nn.Module):
     def export_state_dict(self) -> dict[str, torch.Tensor]:
         """The backbone's weights only, timm key names (no token, gamma or decoder)."""
         return dict(self.backbone.state_dict())
+
+
+def build_model(cfg: PretrainConfig | ModelConfig) -> A2MIM:
+    """The A2MIM (or SimMIM-switch) model of a config: preset + hand overrides + drop path + mask_init + ViT init."""
+    m = cfg.model if isinstance(cfg, PretrainConfig) else cfg
+    kw = {} if m.drop_path is None else {"drop_path_rate": m.drop_path}
+    return A2MIM(resolve_preset(m), method=m.method, input_size=m.input_size, mask_patch=m.mask_patch,
+                 mask_ratio=m.mask_ratio, mask_init=m.mask_init, vit_init=m.vit_init, **kw)

@@ -10,23 +10,14 @@ from typing import Callable
 import torch
 import torch.nn as nn
 
-from pretrain.config import ModelConfig, PretrainConfig, changed_keys, resolve_preset, to_dict, to_yaml
+from pretrain.a2mim import build_model
+from pretrain.config import PretrainConfig, changed_keys, to_dict, to_yaml
 from pretrain.data import MaskedImageDataset, build_transform, collate, list_images
 from pretrain.fileio import atomic_write_text
 from pretrain.loop import Loop, Plan, build_scheduler, make_plan, run_loop, seed_all
 from pretrain.runlog import save_reconstruction
 
 log = logging.getLogger("pretrain")
-
-
-def build_model(cfg: PretrainConfig | ModelConfig) -> nn.Module:
-    """The A2MIM (or SimMIM-switch) model of the config: preset + hand overrides + drop path."""
-    from pretrain.a2mim import A2MIM
-
-    m = cfg.model if isinstance(cfg, PretrainConfig) else cfg
-    kw = {} if m.drop_path is None else {"drop_path_rate": m.drop_path}
-    return A2MIM(resolve_preset(m), method=m.method, input_size=m.input_size, mask_patch=m.mask_patch,
-                 mask_ratio=m.mask_ratio, mask_init=m.mask_init, vit_init=m.vit_init, **kw)
 
 
 def build_optimizer(model: nn.Module, cfg: PretrainConfig, lr: float) -> torch.optim.Optimizer:
@@ -96,7 +87,7 @@ class Trainer(Loop):
             from pretrain.export import export_model
             weights = export_model(self.model, self.cfg, self.run_dir / "backbone.safetensors",
                                    step=self.step, epoch=self.step // self.plan.steps_per_epoch)
-        from transfer.results import write_result
+        from pretrain.results import write_result
         metrics = {k: last[k] for k in ("loss", "images_per_s") if k in last}
         write_result(self.run_dir, task="pretrain", framework="a2mim-suite", dataset=str(self.cfg.data.root),
                      backbone=self.cfg.model.preset, method=self.cfg.model.method, weights=weights,

@@ -13,6 +13,8 @@ import sys
 from pathlib import Path
 
 import torch
+
+from pretrain.a2mim import build_model
 from pretrain.checkpoint import CheckpointError, load_checkpoint, state_dict_mismatch
 from pretrain.config import (ConfigError, ModelConfig, PretrainConfig, from_yaml_text, load_model_config,
                              resolve_preset, to_dict)
@@ -49,8 +51,6 @@ def resolve_checkpoint(src: str | Path) -> Path:
 
 def load_pretrain_model(src: str | Path):
     """-> (A2MIM model, its PretrainConfig, step, epoch, checkpoint path) from a run folder or a checkpoint file."""
-    from pretrain.engine import build_model
-
     path = resolve_checkpoint(src)
     ck = load_checkpoint(path)
     for key in ("model", "config", "step", "epoch"):
@@ -73,8 +73,6 @@ def export_checkpoint(src: str | Path, out: str | Path) -> Path:
 
 def export_random(out: str | Path, model_overrides: list[str] = (), seed: int = 0, method: str = "random") -> Path:
     """A randomly initialised backbone (the 'random init' baseline), seeded; model.preset=... picks it."""
-    from pretrain.engine import build_model
-
     mcfg = load_model_config(model_overrides)
     torch.manual_seed(seed)
     model = build_model(mcfg)

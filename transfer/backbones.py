@@ -10,17 +10,26 @@ CNNs (ResNet, ConvNeXt, any timm CNN): indices into the timm model's feature_inf
 indices, every map at the patch stride (cls token dropped). Negative indices count from the end; None = all.
 The timm model sits at `body`: its tensors are the export's keys under `body.` (one mapping for every family).
 
+out_norms=True: a new LayerNorm over the channels of every output (the ConvNeXt detection / segmentation backbones'
+per-stage norm_i; new parameters outside `body`, not pre-trained).
 frozen=True: eval mode always, no gradients (frozen-feature protocols). cache=True (with frozen): outputs are
 remembered per input sample (keyed by the sample's bytes), so a protocol that feeds the same images every epoch
 (no augmentation) pays one forward pass per image.
+Parameters the chosen outputs never use (a ViT's final norm unless final_norm, stages after the last out_index, a
+classifier head) keep their exported values but get requires_grad=False (`unused`), so DDP sees no unused
+parameter and the gate still accounts for every exported tensor.
+A ViT is built for one square `img_size` (its position tables): smaller inputs (any H, W <= img_size, as detection
+batches are) are zero-padded bottom/right to it and every output is cropped back to ceil(H/16) x ceil(W/16).
 """
 from __future__ import annotations
 
 import hashlib
+import math
 from typing import Sequence
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 BODY = "body."
 
@@ -42,7 +51,7 @@ class FeatureBackbone(nn.Module):
     def __init__(self, timm_name: str, timm_kwargs: dict | None = None, kind: str = "cnn",
                  out_indices: Sequence[int] | None = (-4, -3, -2, -1), img_size: int | None = None,
                  drop_path: float | None = None, final_norm: bool = False, frozen: bool = False,
-                 cache: bool = False):
+                 cache: bool = False, out_norms: bool = False):
         super().__init__()
         if kind not in ("cnn", "vit"):
             raise ValueError(f"FeatureBackbone: kind must be 'cnn' or 'vit', got {kind!r}")
@@ -59,9 +68,14 @@ class FeatureBackbone(nn.Module):
         self.out_indices = tuple(idx)
         self.feature_info = [{k: info[i][k] for k in ("num_chs", "reduction", "module")} for i in idx]
         self.final_norm, self.frozen, self.cache = bool(final_norm), bool(frozen), bool(cache)
+        self.img_size = int(img_size) if (kind == "vit" and img_size) else None
         self._memo: dict[bytes, tuple[torch.Tensor, ...]] = {}
-        if frozen:
-            self.body.requires_grad_(False)
+        # a new LayerNorm on every output (the ConvNeXt detection/segmentation backbone's norm_i; not pre-trained)
+        self.out_norms = nn.ModuleList(_layer_norm_2d(c) for c in self.channels) if out_norms else None
+        self.unused = self._unused_parameters()
+        for name, p in self.body.named_parameters():
+            if frozen or name in self.unused:
+                p.requires_grad_(False)
 
     @property
     def channels(self) -> list[int]:
@@ -77,9 +91,30 @@ class FeatureBackbone(nn.Module):
             self.body.eval()      # BN statistics and drop paths of a frozen backbone never change
         return self
 
+    def _unused_parameters(self) -> set[str]:
+        """Body parameter names the chosen outputs do not depend on (timm's own pruning rule, on a copy)."""
+        import copy
+        with torch.device("meta"):
+            probe = copy.deepcopy(self.body).to("meta")
+        before = {n for n, _ in probe.named_parameters()}
+        probe.prune_intermediate_layers(list(self.out_indices), prune_norm=not self.final_norm, prune_head=True)
+        return before - {n for n, _ in probe.named_parameters()}
+
     def _features(self, x: torch.Tensor) -> list[torch.Tensor]:
-        return self.body.forward_intermediates(x, indices=list(self.out_indices), norm=self.final_norm,
+        H, W = x.shape[-2:]
+        S = self.img_size
+        if S is not None and (H, W) != (S, S):
+            if H > S or W > S:
+                raise ValueError(f"FeatureBackbone: input {H}x{W} is larger than the ViT's img_size {S}; build it "
+                                 f"for a larger img_size or resize the inputs to at most {S}")
+            x = F.pad(x, (0, S - W, 0, S - H))                           # (B, 3, S, S)
+        outs = self.body.forward_intermediates(x, indices=list(self.out_indices), norm=self.final_norm,
                                                intermediates_only=True)
+        if S is not None and (H, W) != (S, S):
+            outs = [o[..., :math.ceil(H / (S / o.shape[-2])), :math.ceil(W / (S / o.shape[-1]))] for o in outs]
+        if self.out_norms is not None:
+            outs = [norm(o) for norm, o in zip(self.out_norms, outs)]
+        return outs
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
         if not self.frozen:
@@ -99,6 +134,11 @@ class FeatureBackbone(nn.Module):
     def extra_repr(self) -> str:
         return (f"{self.timm_name}, kind={self.kind}, out_indices={self.out_indices}, strides={self.strides}, "
                 f"channels={self.channels}, frozen={self.frozen}, cache={self.cache}")
+
+
+def _layer_norm_2d(channels: int) -> nn.Module:
+    from timm.layers import LayerNorm2d
+    return LayerNorm2d(channels, eps=1e-6)
 
 
 def from_sidecar(meta: dict, **kw) -> FeatureBackbone:

@@ -22,6 +22,18 @@ from pretrain.datacheck import Report, check_ade_split, check_coco_images, check
 from pretrain.fileio import atomic_write_json
 
 
+def config_datasets(cfg):
+    """(split, dataset cfg) for the train/val/test dataloaders, unwrapping RepeatDataset-style wrappers."""
+    for split in ("train", "val", "test"):
+        dl = cfg.get(f"{split}_dataloader")
+        if not dl:
+            continue
+        ds = dl["dataset"]
+        while "dataset" in ds:
+            ds = ds["dataset"]
+        yield split, ds
+
+
 def _stamp(paths: list[Path]) -> list:
     out = []
     for p in paths:
@@ -54,9 +66,8 @@ def _classes(ds: dict, cls) -> list[str] | None:
 
 def plan(cfg, scope: str) -> list[dict]:
     """The distinct (dataset files, settings) the config's train/val/test dataloaders read."""
-    from transfer.openmmlab_common import _datasets
     jobs: dict[str, dict] = {}
-    for split, ds in _datasets(cfg):
+    for split, ds in config_datasets(cfg):
         root, prefix = ds.get("data_root") or "", ds.get("data_prefix") or {}
         cls = _dataset_class(scope, ds.get("type"))
         if scope == "mmdet":

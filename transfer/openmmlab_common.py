@@ -25,6 +25,7 @@ from typing import Callable
 from mmengine.hooks import Hook
 
 from transfer.backbones import FeatureBackbone, load_exported
+from transfer.datacheck import config_datasets
 from transfer.openmmlab_models import fill_exported_backbone
 from transfer.results import pretrain_seed, write_result
 from transfer.weights import load_backbone_into, read_backbone_weights
@@ -84,7 +85,7 @@ def result_fields(cfg, fw: Framework, args, meta: dict) -> dict:
     bad = sorted(set(bench) - set(BENCHMARK_KEYS))
     if bad:
         raise ConfigError(f"{args.config}: benchmark has unknown keys {bad}; allowed: {list(BENCHMARK_KEYS)}")
-    train = dict(_datasets(cfg)).get("train") or {}
+    train = dict(config_datasets(cfg)).get("train") or {}
     dataset = result_dataset(train.get("data_root"), fw.dataset)
     markers = (["tiny"] if args.tiny else []) + (["cfg-options"] if args.cfg_options else [])
     return identity(task=fw.task, dataset=dataset, framework=fw.name,
@@ -94,22 +95,10 @@ def result_fields(cfg, fw: Framework, args, meta: dict) -> dict:
 
 
 # ----------------------------------------------------------------------------- config helpers
-def _datasets(cfg):
-    """(split, dataset cfg) for the train/val/test dataloaders, unwrapping RepeatDataset-style wrappers."""
-    for split in ("train", "val", "test"):
-        dl = cfg.get(f"{split}_dataloader")
-        if not dl:
-            continue
-        ds = dl["dataset"]
-        while "dataset" in ds:
-            ds = ds["dataset"]
-        yield split, ds
-
-
 def set_data_root(cfg, root: str) -> None:
-    for _, ds in _datasets(cfg):
+    for _, ds in config_datasets(cfg):
         ds["data_root"] = root
-    val = dict(_datasets(cfg)).get("val")
+    val = dict(config_datasets(cfg)).get("val")
     for key in ("val_evaluator", "test_evaluator"):
         ev = cfg.get(key)
         if isinstance(ev, dict) and "ann_file" in ev and val is not None and "ann_file" in val:
@@ -119,7 +108,7 @@ def set_data_root(cfg, root: str) -> None:
 def check_layout(cfg, fw: Framework) -> None:
     """Every file/folder the datasets will read exists, else DataLayoutError naming what was expected."""
     missing, roots = {}, set()
-    for split, ds in _datasets(cfg):
+    for split, ds in config_datasets(cfg):
         root = ds.get("data_root") or ""
         roots.add(root)
         need = []
@@ -192,12 +181,12 @@ def _scaled(v, f: float):
 def apply_tiny(cfg, fw: Framework, size: int, iters: int) -> None:
     """Shrink a real config for a CPU smoke run (sizes x size/ref, `iters` iterations, val at the end)."""
     if fw.name == "mmdet":
-        test_ds = dict(_datasets(cfg))["test"]
+        test_ds = dict(config_datasets(cfg))["test"]
         ref = min(next(t["scale"] for t in test_ds["pipeline"] if t["type"] == "Resize"))
     else:
         ref = cfg.get("crop_size", (512, 512))[0]
     f = size / ref
-    for _, ds in _datasets(cfg):
+    for _, ds in config_datasets(cfg):
         for t in ds.get("pipeline", []):
             for key in ("scale", "scales", "crop_size", "size"):
                 if key in t:

@@ -1,35 +1,19 @@
-"""result.json: the one flat schema every evaluation writes and benchmarks/collate.py reads.
+"""The run identity of a transfer result (one function, every writer: identity()) and its parts: the dataset as the
+data names itself, the pre-training as the weights' sidecar records it, the override markers. The result.json record
+format itself is pretrain/results.py's (read_result / write_result, re-exported here).
 
-{ "schema": "a2mim-result/1", "task": "coco_det"|"ade20k_seg"|"in1k_finetune"|..., "framework": "mmdet"|...,
-  "dataset": str, "backbone": preset name, "method": "a2mim"|"simmim"|"random"|..., "weights": path|null,
-  "weights_sha256": str|null, "config": path, "run_dir": path, "git_commit": str|null, "time": iso8601,
-  "metrics": {"bbox_mAP": .., "segm_mAP": .., "mIoU": .., "aAcc": .., "top1": .., ...},
-  optional: "protocol": id|null (benchmarks/reference.yaml; 'toy' for the toy world), "seed": int, "tiny": bool }
-Task names are benchmarks/reference.yaml's (coco_det, ade20k_seg, in1k_finetune, in1k_linear); 'pretrain' marks a
-pre-training run (not tabled by the collator).
-Metric values are floats in percent (0-100), as papers report them.
+protocol = <recipe>[@<pretrain>][+<marker>...]; protocol_key = <task>/<dataset>/<framework>/<backbone>/<protocol>;
+the collator (benchmarks/leaderboard_rows.py) makes one table per (task, dataset, framework, recipe + markers) and
+sets a published number beside a row only where protocol_key and method equal the entry's.
+Task names are benchmarks/reference.yaml's (coco_det, ade20k_seg, in1k_finetune, in1k_linear, in1k_knn); metric
+values are floats in percent (0-100), as papers report them.
 """
 from __future__ import annotations
 
-import datetime as _dt
 import json
-import subprocess
 from pathlib import Path
 
-from pretrain.fileio import atomic_write_json
-
-SCHEMA = "a2mim-result/1"
-REQUIRED = ("task", "framework", "dataset", "backbone", "method", "metrics")
-
-
-def git_commit(cwd: str | Path | None = None) -> str | None:
-    try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd or Path(__file__).parent,
-                             capture_output=True, text=True, timeout=10)
-        return out.stdout.strip() or None if out.returncode == 0 else None
-    except (OSError, subprocess.SubprocessError):
-        return None
-
+from pretrain.results import REQUIRED, SCHEMA, git_commit, read_result, write_result  # noqa: F401  (the record format)
 
 DATASET_CARD = "dataset.json"     # optional identity file of a dataset root: {"name": ..., "toy": bool}
 
@@ -73,6 +57,21 @@ def pretrain_seed(meta: dict) -> int | None:
     return seed if isinstance(seed, int) and not isinstance(seed, bool) else None
 
 
+# config keys that say where or how a run runs, not what it measures: overriding them marks nothing. Any other
+# key (steps, batch, image size, schedule, data, recipe) marks the run '+overrides' (issue: a 2-step smoke run must
+# never pass for the recipe).
+UNMARKED_KEYS = ("run.out_dir", "run.seed", "run.device", "run.log_interval", "run.ckpt_interval", "run.keep_last",
+                 "run.tensorboard", "run.image_interval", "run.num_vis", "run.cache_dir", "run.recipe",
+                 "run.eval_batch_per_gpu", "run.channels_last", "run.compile", "data.root", "data.num_workers",
+                 "data.batch", "data.skip_budget", "data.max_image_pixels", "model.weights")
+
+
+def override_markers(overrides) -> list[str]:
+    """['overrides'] when a key=value override changes what the run measures (not in UNMARKED_KEYS), else []."""
+    keys = [o.split("=", 1)[0].strip() for o in overrides]
+    return ["overrides"] if any(k not in UNMARKED_KEYS for k in keys) else []
+
+
 def identity(task: str, dataset: str, framework: str, recipe: str, backbone: str, method: str,
              pretrain: str | None, markers=()) -> dict:
     """The run identity every writer records and the collator groups on (one function, every writer).
@@ -85,34 +84,3 @@ def identity(task: str, dataset: str, framework: str, recipe: str, backbone: str
     return {"task": task, "dataset": dataset, "framework": framework, "recipe": recipe, "pretrain": pretrain,
             "markers": markers, "backbone": backbone, "method": method, "protocol": protocol,
             "protocol_key": f"{task}/{dataset}/{framework}/{backbone}/{protocol}"}
-
-
-def write_result(run_dir: str | Path, **fields) -> Path:
-    missing = [k for k in REQUIRED if k not in fields]
-    if missing:
-        raise ValueError(f"result.json needs fields {missing}")
-    bad = {k: v for k, v in fields["metrics"].items() if not isinstance(v, (int, float))}
-    if bad:
-        raise ValueError(f"result.json metrics must be numbers, got {bad}")
-    if fields.get("weights"):
-        from pretrain.fileio import sha256_file
-        fields.setdefault("weights_sha256", sha256_file(fields["weights"]))
-    rec = {"schema": SCHEMA, "weights": None, "weights_sha256": None, "config": None,
-           "run_dir": str(Path(run_dir).resolve()), "git_commit": git_commit(),
-           "time": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"), **fields}
-    rec["metrics"] = {k: float(v) for k, v in rec["metrics"].items()}
-    return atomic_write_json(Path(run_dir) / "result.json", rec)
-
-
-def read_result(path: str | Path) -> dict:
-    path = Path(path)
-    try:
-        rec = json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{path}: not valid JSON ({e})") from e
-    if rec.get("schema") != SCHEMA:
-        raise ValueError(f"{path}: schema {rec.get('schema')!r}, expected {SCHEMA!r}")
-    missing = [k for k in REQUIRED if k not in rec]
-    if missing:
-        raise ValueError(f"{path}: missing fields {missing}")
-    return rec

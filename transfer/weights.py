@@ -5,8 +5,10 @@ Sources (all end as a timm-named backbone state dict):
     (ResNet = torchvision names `conv1`, `bn1`, `layer1.0.conv1` ...; ViT = timm Beit names);
   * official A²MIM / openmixup checkpoints (`.pth`, `state_dict` with keys under `backbone.`): ResNet keys
     equal torchvision's; the ViT (openmixup `SimMIMViT`, mmcls style) is renamed to timm Beit names.
-Targets: an OpenMMLab model whose `backbone` is mmdet/mmseg `ResNet` (plus, for Mask R-CNN C4, the RoI
-shared head `roi_head.shared_head.layer4` = res5) or this project's `A2MIMViT` (transfer.openmmlab_models).
+Targets: the backbone contract (transfer.backbones.FeatureBackbone, loaded by transfer.backbones.load_exported:
+the timm names under `body.`), or a framework's NATIVE ResNet where a stock config needs it: an OpenMMLab model
+whose `backbone` is mmdet/mmseg `ResNet` (plus, for Mask R-CNN C4, the RoI shared head
+`roi_head.shared_head.layer4` = res5; openmmlab_plan here), detectron2's ResNet (transfer/detectron2/gate.py).
 
 `load_with_report` copies tensors only after the whole check passed: every target parameter/buffer must be
 matched (or allow-listed as missing), every source tensor must land somewhere (or be allow-listed as
@@ -186,13 +188,9 @@ def read_backbone_weights(path: str | Path) -> tuple[dict[str, torch.Tensor], di
 
 
 # ----------------------------------------------------------------------------- converting to a target model
-def _is_vit(backbone: nn.Module) -> bool:
-    return hasattr(backbone, "blocks") and hasattr(backbone, "patch_embed")
-
-
 def openmmlab_plan(model: nn.Module, sd: Mapping[str, torch.Tensor]
                    ) -> tuple[dict[str, torch.Tensor], list[str], tuple[str, ...], list[str]]:
-    """Map a timm-named backbone state dict onto an OpenMMLab detector/segmentor.
+    """Map a torchvision/timm-named ResNet state dict onto an OpenMMLab detector/segmentor with a native ResNet.
 
     Returns (state dict with the model's names, target prefixes, allow_unexpected patterns, notes).
     """
@@ -200,15 +198,6 @@ def openmmlab_plan(model: nn.Module, sd: Mapping[str, torch.Tensor]
     if backbone is None:
         raise TypeError(f"{type(model).__name__} has no `backbone` to load into")
     notes: list[str] = []
-    if _is_vit(backbone):
-        from timm.models.beit import checkpoint_filter_fn
-        before = {k: tuple(v.shape) for k, v in sd.items()}
-        sd = checkpoint_filter_fn(dict(sd), backbone)   # bicubic resize of pos_embed / rel-pos tables to img_size
-        notes += [f"resized {k} {before[k]} -> {tuple(v.shape)}" for k, v in sd.items()
-                  if k in before and before[k] != tuple(v.shape)]
-        # the final norm is not used when features are taken from inner blocks (mmseg BEiT / ViTDet: no final norm)
-        allow = () if getattr(backbone, "norm", None) is not None else ("backbone.norm.*",)
-        return {f"backbone.{k}": v for k, v in sd.items()}, ["backbone."], allow, notes
     # Mask R-CNN C4: the ResNet stage after the backbone (res5 = layer4) is the RoI shared head; it is part of
     # the target whatever the source holds, so a file without it fails the gate instead of leaving res5 random
     own = {k.split(".")[0] for k in backbone.state_dict()}

@@ -1,4 +1,4 @@
-"""mmdet Mask R-CNN / mmseg UperNet training-iteration time: the project's A2MIMViT adapter vs direct ViTs.
+"""mmdet Mask R-CNN / mmseg UperNet training-iteration time: the backbone contract (ExportedBackbone) vs direct ViTs.
 
     python -m benchmarks.perf.adapters --frameworks mmdet mmseg --preset vit_deit_small --size 256 \
         --iters 3 --warmup 1 --out adapters.json   [--batch N (default mmdet 1, mmseg 2)] [--rois 64]
@@ -10,7 +10,8 @@ adapter pads nothing), neck/head widths following the preset's width, SyncBN rev
 Runner does with launcher none), mmdet: 64 sampled RoIs per image instead of 512 and 200 proposals (the
 4conv1fc/mask heads, the same in every variant, otherwise take ~90 % of a CPU iteration). Only the backbone
 differs between variants:
-  adapter    : A2MIMViT (transfer/openmmlab_models.py; timm Beit under timm's names), via custom_imports.
+  adapter    : ExportedBackbone (transfer/backbones.py FeatureBackbone, registered by transfer/openmmlab_models.py;
+               timm Beit under timm's names at `body`), via custom_imports.
   timm       : the SAME timm Beit (same create_model kwargs, same seed, so the same weights) wrapped minimally:
                forward_intermediates(x, out_indices, NCHW). The fairest baseline: identical arithmetic, so the
                ratio isolates what the adapter adds.
@@ -62,7 +63,7 @@ class PerfTimmViT(BaseModule):
         self.out_indices = list(out_indices)
 
     def init_weights(self):
-        self._is_init = True          # timm initialised at construction, as A2MIMViT
+        self._is_init = True          # timm initialised at construction, as the contract's body
 
     def forward(self, x):
         return tuple(self.vit.forward_intermediates(x, indices=self.out_indices, norm=False, stop_early=True,
@@ -96,8 +97,8 @@ def _arch(preset_name: str, size: int) -> dict:
 def backbone_cfg(variant: str, framework: str, arch: dict, size: int, out_indices) -> dict:
     p, drop = arch["preset"], 0.1
     if variant == "adapter":
-        return dict(type="A2MIMViT", preset=p.name, img_size=size, out_indices=out_indices, drop_path_rate=drop,
-                    final_norm=False)
+        return dict(type="ExportedBackbone", timm_name=p.timm_name, timm_kwargs=dict(p.timm_kwargs), kind="vit",
+                    img_size=size, out_indices=out_indices, drop_path=drop, final_norm=False)
     if variant == "timm":
         return dict(type=PERF_VIT, timm_name=p.timm_name, img_size=size, out_indices=out_indices,
                     timm_kwargs={**p.timm_kwargs, "drop_path_rate": drop})
@@ -112,7 +113,7 @@ def backbone_cfg(variant: str, framework: str, arch: dict, size: int, out_indice
 def model_cfg(framework: str, variant: str, arch: dict, size: int, num_classes: int, rois: int = 64):
     """The project's config for `framework`, shrunk as described in the module docstring."""
     from mmengine.config import Config
-    cfg = Config.fromfile(str(CONFIGS[framework]))        # custom_imports registers A2MIMViT
+    cfg = Config.fromfile(str(CONFIGS[framework]))        # custom_imports registers ExportedBackbone
     m = copy.deepcopy(cfg.model)
     d = arch["dim"]
     if framework == "mmdet":

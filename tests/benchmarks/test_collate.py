@@ -205,7 +205,7 @@ def test_published_reference_file_holds_spec_numbers():
             "mae-vit_base-ade": 48.1, "spark-resnet50-in1k": 80.6, "mocov3-resnet50-in1k-a2": 80.1}
     assert {k: entries[k]["value"] for k in spec} == spec
     for e in entries.values():
-        assert e["protocol_key"].startswith(f"{e['task']}/{e['dataset']}/{e['backbone']}/"), e["id"]
+        assert e["protocol_key"].split("/")[:2] == [e["task"], e["dataset"]] and e["protocol_key"].split("/")[3] == e["backbone"], e["id"]
         assert e["source"] and e["protocol"]
     assert "PapersWithCode" in entries["a2mim-resnet50-coco-box"]["source"]
     assert "A2MIM README.md" in entries["a2mim-vit_base-in1k"]["source"]
@@ -248,3 +248,28 @@ def test_analysis_curves_join_the_report(runs, tmp_path):
     assert base64.b64encode(png.read_bytes()).decode() in (out / "leaderboard.html").read_text()
     with pytest.raises(ValueError, match="no interactions.png"):
         collate(root, tmp_path / "lb2", ref, analysis=[tmp_path])
+
+
+def test_mmdet_and_detectron2_runs_of_one_recipe_are_two_protocols(tmp_path):
+    """The run identity has the framework in it: an mmdet and a detectron2 run of the same backbone, method and
+    recipe id land in two tables, each compared only with the published number of its own protocol."""
+    from benchmarks.leaderboard_rows import build_tables
+    from benchmarks.collate import find_results
+
+    root = tmp_path / "runs"
+    for fw, box in (("mmdet", 39.0), ("detectron2", 38.0)):
+        ident = identity(task="coco_det", dataset="coco2017", framework=fw, recipe="maskrcnn-c4-ms2x",
+                         backbone="resnet50", method="a2mim", pretrain="pt300")
+        (root / fw).mkdir(parents=True)
+        write_result(root / fw, **ident, metrics={"bbox_mAP": box}, seed=0, git_commit=COMMIT)
+    ref = [{"id": f"p-{fw}", "method": "a2mim", "backbone": "resnet50", "task": "coco_det", "dataset": "coco2017",
+            "metric": "bbox_mAP", "value": v, "protocol_key": f"coco_det/coco2017/{fw}/resnet50/maskrcnn-c4-ms2x@pt300",
+            "source": "S"} for fw, v in (("mmdet", 39.8), ("detectron2", 40.5))]
+    found, _, _ = find_results(root)
+    tables = build_tables(found, ref, str)
+    assert [t.framework for t in tables] == ["detectron2", "mmdet"]
+    for t, (box, pub) in zip(tables, ((38.0, 40.5), (39.0, 39.8))):
+        ours = [r for r in t.rows if r.kind == "ours"]
+        assert len(ours) == 1 and ours[0].cells["bbox_mAP"].n == 1          # not averaged as two "seeds"
+        assert [r.source for r in t.rows if r.kind == "published"] == ["S"]  # only its own framework's row
+        assert ours[0].published == {"bbox_mAP": pub} and ours[0].delta("bbox_mAP") == pytest.approx(box - pub)

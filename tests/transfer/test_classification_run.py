@@ -74,7 +74,8 @@ def test_tiny_finetune_from_a2mim_weights_writes_result_and_report(tmp_path, wor
     res = json.loads((run / "result.json").read_text())
     assert (res["task"], res["method"], res["backbone"], meta["method"]) == ("in1k_finetune", "a2mim", "resnet18", "a2mim")
     # the tiny preset's protocol is 'toy'; command-line recipe overrides (SMALL) mark it changed
-    assert res["protocol"] == "toy+overrides" and res["seed"] == 0
+    # the weights' sidecar says epoch 0 (a few-step export): pt0, and the overrides mark the recipe
+    assert res["protocol"] == "toy@pt0+overrides" and res["seed"] == 0
     m = res["metrics"]
     assert 0 <= m["top1"] <= m["top5"] <= 100 and 0 <= m["ema_top1"] <= 100 and m["steps"] == 6
     assert m["top1"] * 16 / 100 == pytest.approx(round(m["top1"] * 16 / 100))        # counts out of 16 val images

@@ -1,9 +1,10 @@
 """detectron2 transfer against the INSTALLED detectron2 (upstream a59f056, pure-Python part; no _C needed here).
 
-Converter names checked by hand; the .pkl loaded by DetectionCheckpointer into the built R50-C4 / R50-FPN / ViT-B
-Mask R-CNN with nothing missing (values checked at hand-picked names); the gate failing on a renamed key and on
-position tables of the wrong size; the MoCo-protocol config values; layer-wise lr decay; and every config
-training 2 iterations at 96-128 px on the toy world's COCO set, then COCOEvaluator, result.json.
+Converter names checked by hand; exports loaded IN MEMORY through the gate into the built R50-C4 / R50-FPN (native
+ResNet) and ViT-B (the backbone contract) Mask R-CNN with nothing missing (values checked at hand-picked names);
+the gate failing on a missing key; the user-facing .pkl loading into stock DetectionCheckpointer; the MoCo-protocol
+config values; the shared layer-wise lr decay; and every config training 2 iterations at 96-128 px on the toy
+world's COCO set, then COCOEvaluator, result.json.
 """
 from __future__ import annotations
 
@@ -18,11 +19,11 @@ import torch
 pytest.importorskip("detectron2", reason="detectron2 is not installed (scripts/setup_env.sh installs it)")
 pytestmark = pytest.mark.detectron2
 
-from transfer.detectron2 import modeling  # noqa: E402,F401  (registers the ViT backbone and the C4 head)
+from transfer.detectron2 import modeling  # noqa: E402,F401  (registers the exported backbone and the C4 head)
 from transfer.detectron2.configs import adapt_to_runtime, get_config  # noqa: E402
 from transfer.detectron2.convert import ConversionError, convert, read_pkl, resnet_to_d2  # noqa: E402
-from transfer.detectron2.gate import load_pkl_with_gate  # noqa: E402
-from transfer.weights import IncompleteLoadError  # noqa: E402
+from transfer.detectron2.gate import load_backbone  # noqa: E402
+from transfer.weights import IncompleteLoadError, read_backbone_weights  # noqa: E402
 
 VIT_IMG = 128   # detection input of the tiny ViT runs: 8x8 tokens
 
@@ -42,16 +43,23 @@ def _export(tmp, preset: str, random_bn: bool = True):
             torch.nn.init.normal_(mod.weight)
             torch.nn.init.normal_(mod.bias)
             mod.num_batches_tracked.fill_(7)
-    kind = "vit" if preset.startswith("vit") else "cnn"
+    from pretrain.models.presets import get_preset
+    p = get_preset(preset)
     return write_backbone(tmp / f"{preset}{'' if random_bn else '_plain'}.safetensors", m.state_dict(),
-                          {"preset": preset, "kind": kind, "method": "random"}), m.state_dict()
+                          {"preset": preset, "kind": p.kind, "method": "random", "timm_name": p.timm_name,
+                           "timm_kwargs": p.timm_kwargs, "input_size": 224}), m.state_dict()
 
 
-def _model(name: str, opts=()):
+def _model(name: str, opts=(), weights=None):
     from detectron2.modeling import build_model
+
+    from transfer.detectron2.train import fill_backbone
 
     cfg = get_config(name, list(opts))
     adapt_to_runtime(cfg, world_size=1, cuda=False)
+    if weights is not None:
+        sd, meta, _ = read_backbone_weights(weights)
+        fill_backbone(cfg, sd, meta, name, str(weights))
     return build_model(cfg)
 
 
@@ -86,9 +94,9 @@ def vitb(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def vit_model():
-    return _model("vit_base_sfp", ["MODEL.VIT.IMG_SIZE", str(VIT_IMG), "INPUT.MAX_SIZE_TRAIN", str(VIT_IMG),
-                                   "INPUT.MAX_SIZE_TEST", str(VIT_IMG)])
+def vit_model(vitb):
+    return _model("vit_base_sfp", ["MODEL.EXPORTED.IMG_SIZE", str(VIT_IMG), "INPUT.MAX_SIZE_TRAIN", str(VIT_IMG),
+                                   "INPUT.MAX_SIZE_TEST", str(VIT_IMG)], weights=vitb["export"])
 
 
 @pytest.fixture(scope="module")
@@ -148,13 +156,15 @@ def test_convert_cli(r50, tmp_path, capsys):
     from transfer.detectron2.convert import main
 
     assert main([str(r50["export"]), str(tmp_path / "o.pkl")]) == 0
-    assert "318 tensors" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "318 tensors" in out and "  layer4.2.bn3.running_var -> res5.2.conv3.norm.running_var" in out
+    assert out.count(" -> ") == 318                                     # every renamed key printed
     odd = write_backbone(tmp_path / "odd.safetensors", {"stem.0.weight": torch.zeros(2)}, {"kind": "cnn"})
     assert main([str(odd), str(tmp_path / "odd.pkl")]) == 2
-    assert "neither a ResNet" in capsys.readouterr().err
+    assert "no sidecar naming the architecture" in capsys.readouterr().err
 
 
-# ------------------------------------------------------------------ DetectionCheckpointer + gate
+# ------------------------------------------------------------------ in-memory loading through the gate
 def _check_values(model, sd, pairs):
     state = model.state_dict()
     for d2_name, tv_name in pairs:
@@ -163,7 +173,7 @@ def _check_values(model, sd, pairs):
 
 def test_r50_c4_loads_backbone_and_res5_head(r50):
     model = _model("r50_c4_1x")
-    rep = load_pkl_with_gate(model, r50["pkl"], r50["dir"] / "c4_report.json")
+    rep = load_backbone(model, read_backbone_weights(r50["export"]), r50["dir"] / "c4_report.json")
     assert rep.ok and rep.counts["matched"] == 318 and rep.missing == [] and rep.unexpected == []
     assert sorted(rep.allowed_missing) == sorted(f"roi_heads.res5.norm.{k}" for k in
                                                  ("weight", "bias", "running_mean", "running_var",
@@ -184,31 +194,31 @@ def test_r50_c4_loads_backbone_and_res5_head(r50):
 
 def test_r50_fpn_loads_bottom_up(r50):
     model = _model("r50_fpn_1x")
-    rep = load_pkl_with_gate(model, r50["pkl"])
+    rep = load_backbone(model, read_backbone_weights(r50["export"]))
     assert rep.ok and rep.counts["matched"] == 318 and rep.allowed_missing == []
     _check_values(model, r50["sd"], [("backbone.bottom_up.res5.0.conv1.weight", "layer4.0.conv1.weight"),
                                      ("backbone.bottom_up.stem.conv1.norm.weight", "bn1.weight")])
 
 
-def test_gate_fails_on_one_renamed_key(r50, tmp_path):
-    obj = read_pkl(r50["pkl"])
-    obj["model"]["res5.0.conv9.weight"] = obj["model"].pop("res5.0.conv1.weight")
-    bad = tmp_path / "renamed.pkl"
-    bad.write_bytes(pickle.dumps(obj))
-    with pytest.raises(IncompleteLoadError, match="1 missing, 1 unexpected"):
-        load_pkl_with_gate(_model("r50_c4_1x"), bad, tmp_path / "load_report.json")
+def test_gate_fails_on_a_missing_key_and_the_converter_on_an_unknown_one(r50, tmp_path):
+    sd, meta, notes = read_backbone_weights(r50["export"])
+    cut = {k: v for k, v in sd.items() if k != "layer4.0.conv1.weight"}
+    with pytest.raises(IncompleteLoadError, match="1 missing, 0 unexpected"):
+        load_backbone(_model("r50_c4_1x"), (cut, meta, notes), tmp_path / "load_report.json")
     report = json.loads((tmp_path / "load_report.json").read_text())
-    assert not report["ok"]
-    assert report["missing"] == ["roi_heads.res5.0.conv1.weight"]
-    assert report["unexpected"] == ["roi_heads.res5.0.conv9.weight"]
+    assert not report["ok"] and report["missing"] == ["roi_heads.res5.0.conv1.weight"]
+    renamed = {**cut, "layer4.0.conv9.weight": sd["layer4.0.conv1.weight"]}
+    with pytest.raises(ConversionError, match=r"layer4\.0\.conv9\.weight"):
+        load_backbone(_model("r50_c4_1x"), (renamed, meta, notes))
 
 
-def test_vit_b_loads_everything(vitb, vit_model):
-    rep = load_pkl_with_gate(vit_model, vitb["pkl"], vitb["dir"] / "vit_report.json")
+def test_vit_b_loads_everything_through_the_contract(vitb, vit_model):
+    rep = load_backbone(vit_model, read_backbone_weights(vitb["export"]), vitb["dir"] / "vit_report.json")
     assert rep.ok and rep.counts["matched"] == len(vitb["sd"]) == 198 and rep.allowed_missing == []
-    vit = vit_model.backbone.net.vit
+    assert all(k.startswith("backbone.net.features.body.") for k in rep.matched)
+    vit = vit_model.backbone.net.features.body
     assert torch.equal(vit.blocks[3].attn.qkv.weight, vitb["sd"]["blocks.3.attn.qkv.weight"])
-    g = VIT_IMG // 16
+    g = VIT_IMG // 16                                                   # tables resized to the detection grid
     assert vit.pos_embed.shape == (1, 1 + g * g, 768)
     assert torch.equal(vit.pos_embed[:, 0], vitb["sd"]["pos_embed"][:, 0])   # cls position is not resampled
     table = vit.blocks[0].attn.relative_position_bias_table
@@ -216,10 +226,18 @@ def test_vit_b_loads_everything(vitb, vit_model):
     assert torch.equal(table[-3:], vitb["sd"]["blocks.0.attn.relative_position_bias_table"][-3:])  # cls terms
 
 
-def test_gate_fails_on_wrong_position_grid(vitb, vit_model, tmp_path):
-    convert(vitb["export"], tmp_path / "vit224.pkl", img_size=224)   # tables for 14x14, model is 8x8
-    with pytest.raises(IncompleteLoadError, match="13 shape-mismatched"):   # pos_embed + 12 rel-pos tables
-        load_pkl_with_gate(vit_model, tmp_path / "vit224.pkl")
+def test_user_facing_pkl_loads_in_stock_detection_checkpointer(r50, vitb, vit_model):
+    """transfer.detectron2.convert's .pkl (for stock detectron2 tools): DetectionCheckpointer finds every tensor."""
+    from detectron2.checkpoint import DetectionCheckpointer
+
+    model = _model("r50_c4_1x")
+    inc = DetectionCheckpointer(model)._load_model(DetectionCheckpointer(model)._load_file(str(r50["pkl"])))
+    assert not [k for k in inc.missing_keys if not k.startswith(("roi_heads.res5.norm", "roi_heads.box", "roi_heads.mask",
+                                                                 "proposal_generator"))]
+    _check_values(model, r50["sd"], [("roi_heads.res5.2.conv3.weight", "layer4.2.conv3.weight")])
+    DetectionCheckpointer(vit_model).load(str(vitb["pkl"]))
+    assert torch.equal(vit_model.backbone.net.features.body.blocks[11].mlp.fc2.weight,
+                       vitb["sd"]["blocks.11.mlp.fc2.weight"])
 
 
 # ------------------------------------------------------------------ configs
@@ -244,7 +262,10 @@ def test_moco_protocol_configs():
     v = get_config("vit_base_sfp")
     assert (v.SOLVER.OPTIMIZER, v.SOLVER.BASE_LR, v.SOLVER.WEIGHT_DECAY) == ("ADAMW", 3e-4, 0.05)
     assert v.SOLVER.LAYER_DECAY == 0.65
-    assert v.MODEL.BACKBONE.NAME == "build_a2mim_vit_sfp_backbone" and v.INPUT.MAX_SIZE_TRAIN <= v.MODEL.VIT.IMG_SIZE
+    assert v.MODEL.BACKBONE.NAME == "build_exported_backbone" and v.INPUT.MAX_SIZE_TRAIN <= v.MODEL.EXPORTED.IMG_SIZE
+    assert (v.MODEL.EXPORTED.KIND, tuple(v.MODEL.EXPORTED.OUT_INDICES)) == ("vit", (-1,))
+    e = get_config("exported_fpn_1x")
+    assert (e.MODEL.EXPORTED.KIND, tuple(e.MODEL.EXPORTED.OUT_INDICES)) == ("cnn", (-4, -3, -2, -1))
 
 
 def test_config_errors_and_runtime_adaptation():
@@ -252,8 +273,8 @@ def test_config_errors_and_runtime_adaptation():
         get_config("r50_c4_1")
     with pytest.raises(AssertionError, match="SOLVER.BASE_LRR"):   # yacs: unknown keys fail
         get_config("r50_c4_1x", ["SOLVER.BASE_LRR", "0.1"])
-    with pytest.raises(ValueError, match="exceed MODEL.VIT.IMG_SIZE=256"):
-        get_config("vit_base_sfp", ["MODEL.VIT.IMG_SIZE", "256"])
+    with pytest.raises(ValueError, match="exceed MODEL.EXPORTED.IMG_SIZE=256"):
+        get_config("vit_base_sfp", ["MODEL.EXPORTED.IMG_SIZE", "256"])
     c = get_config("r50_fpn_1x")
     assert adapt_to_runtime(c, world_size=8, cuda=True) == [] and c.MODEL.FPN.NORM == "SyncBN"
     changes = adapt_to_runtime(c, world_size=1, cuda=False)
@@ -261,24 +282,27 @@ def test_config_errors_and_runtime_adaptation():
     assert len(changes) == 5 and c.MODEL.DEVICE == "cpu"
 
 
-def test_layer_decay_groups(vit_model):
-    from transfer.detectron2.modeling import vit_param_groups
+def test_layer_decay_groups_are_the_shared_rule(vit_model):
+    from transfer.detectron2.train import _trainer_class
 
-    groups = vit_param_groups(vit_model, 3e-4, 0.05, 0.65, num_layers=12)
-    where = {id(p): (g["lr"], g["weight_decay"]) for g in groups for p in g["params"]}
-    params = dict(vit_model.named_parameters())
-    assert len(where) == len(params) == sum(len(g["params"]) for g in groups)
+    cfg = get_config("vit_base_sfp", ["MODEL.EXPORTED.IMG_SIZE", str(VIT_IMG), "INPUT.MAX_SIZE_TRAIN", str(VIT_IMG),
+                                      "INPUT.MAX_SIZE_TEST", str(VIT_IMG)])
+    opt = _trainer_class().build_optimizer(cfg, vit_model)
+    where = {id(p): (g["lr"], g["weight_decay"]) for g in opt.param_groups for p in g["params"]}
+    params = {n: p for n, p in vit_model.named_parameters() if p.requires_grad}
+    assert len(where) == len(params) == sum(len(g["params"]) for g in opt.param_groups)
+    assert not vit_model.backbone.net.features.body.norm.weight.requires_grad or cfg.MODEL.EXPORTED.FINAL_NORM
 
     def lr_wd(name):
-        return where[id(params[name])]
+        return where[id(params["backbone.net.features.body." + name if not name.startswith(("backbone.s", "roi"))
+                                else name])]
 
-    assert lr_wd("backbone.net.vit.patch_embed.proj.weight") == pytest.approx((3e-4 * 0.65 ** 13, 0.05))
-    assert lr_wd("backbone.net.vit.pos_embed") == pytest.approx((3e-4 * 0.65 ** 13, 0.0))
-    assert lr_wd("backbone.net.vit.blocks.0.gamma_1") == pytest.approx((3e-4 * 0.65 ** 12, 0.0))
-    assert lr_wd("backbone.net.vit.blocks.0.attn.relative_position_bias_table") == pytest.approx(
-        (3e-4 * 0.65 ** 12, 0.0))
-    assert lr_wd("backbone.net.vit.blocks.11.mlp.fc1.weight") == pytest.approx((3e-4 * 0.65, 0.05))
-    assert lr_wd("backbone.net.vit.blocks.11.norm1.weight") == pytest.approx((3e-4 * 0.65, 0.0))
+    assert lr_wd("patch_embed.proj.weight") == pytest.approx((3e-4 * 0.65 ** 13, 0.05))
+    assert lr_wd("pos_embed") == pytest.approx((3e-4 * 0.65 ** 13, 0.0))
+    assert lr_wd("blocks.0.gamma_1") == pytest.approx((3e-4 * 0.65 ** 12, 0.0))
+    assert lr_wd("blocks.0.attn.relative_position_bias_table") == pytest.approx((3e-4 * 0.65 ** 12, 0.0))
+    assert lr_wd("blocks.11.mlp.fc1.weight") == pytest.approx((3e-4 * 0.65, 0.05))
+    assert lr_wd("blocks.11.norm1.weight") == pytest.approx((3e-4 * 0.65, 0.0))
     assert lr_wd("backbone.simfp_2.0.weight") == pytest.approx((3e-4, 0.05))
     assert lr_wd("roi_heads.box_predictor.cls_score.weight") == pytest.approx((3e-4, 0.05))
 
@@ -294,7 +318,7 @@ TINY = ["SEED", "0", "SOLVER.MAX_ITER", "2", "SOLVER.IMS_PER_BATCH", "2",
         "DATALOADER.NUM_WORKERS", "0", "SOLVER.CHECKPOINT_PERIOD", "100000"]
 EXTRA = {"r50_c4_1x": ["TEST.PRECISE_BN.NUM_ITER", "1"], "r50_c4_2x": ["TEST.PRECISE_BN.ENABLED", "False"],
          "r50_fpn_1x": ["TEST.PRECISE_BN.ENABLED", "False"],
-         "vit_base_sfp": ["TEST.PRECISE_BN.ENABLED", "False", "MODEL.VIT.IMG_SIZE", str(VIT_IMG)]}
+         "vit_base_sfp": ["TEST.PRECISE_BN.ENABLED", "False", "MODEL.EXPORTED.IMG_SIZE", str(VIT_IMG)]}
 
 
 @pytest.mark.slow
@@ -311,9 +335,9 @@ def test_train_two_iterations_and_evaluate(config, r50_plain, vitb, toy_coco, tm
     res = read_result(run / "result.json")
     assert (res["task"], res["framework"], res["method"]) == ("coco_det", "detectron2", "random")
     # toy data + command-line overrides: never the paper's protocol key
-    assert res["dataset"] == "toy_coco" and res["protocol"].endswith("+opts")
+    assert res["dataset"] == "toy_coco" and res["protocol"].endswith("@scratch+opts")
     if config == "r50_c4_2x":
-        assert res["protocol"] == "maskrcnn-c4-ms2x+opts"
+        assert res["protocol"] == "maskrcnn-c4-ms2x@scratch+opts"
     assert res["backbone"] == ("vit_base" if config.startswith("vit") else "resnet50")
     for k in ("bbox_mAP", "segm_mAP", "bbox_mAP_50", "segm_mAP_75"):
         assert 0.0 <= res["metrics"][k] <= 100.0
@@ -348,7 +372,7 @@ def test_train_rejects_bad_layout_and_kind(r50, toy_coco, tmp_path, capsys):
     assert "SOLVER.NOPE" in capsys.readouterr().err
     assert main(["--config", "vit_base_sfp", "--weights", str(r50["export"]), "--data-root", str(toy_coco),
                  "--output-dir", str(tmp_path / "vit"), *TINY]) == 2
-    assert "needs ViT weights" in capsys.readouterr().err
+    assert "needs VIT weights" in capsys.readouterr().err
 
 
 def test_train_preflight_names_a_bad_annotation(r50, toy_coco, tmp_path, capsys):

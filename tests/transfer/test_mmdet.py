@@ -55,9 +55,10 @@ def test_fpn_configs_syncbn_everywhere_4conv1fc(name, epochs, milestones, warmup
 def test_vit_config_sfp_adamw_layer_decay():
     c = _cfg("mask_rcnn_vit_base_sfp_1x.py")
     m = c.model
-    assert (m.backbone.type, m.backbone.preset, m.backbone.out_indices, m.backbone.img_size) == \
-        ("A2MIMViT", "vit_base", (11,), 1024)
+    assert (m.backbone.type, m.backbone.out_indices, m.backbone.img_size, m.backbone.final_norm) == \
+        ("ExportedBackbone", (-1,), 1024, False)
     assert (m.neck.type, m.neck.scale_factors, m.neck.num_outs) == ("SimpleFeaturePyramid", (4.0, 2.0, 1.0, 0.5), 5)
+    assert m.neck.in_channels == "from_backbone[-1]"
     assert m.rpn_head.anchor_generator.strides == [4, 8, 16, 32, 64]
     ow = c.optim_wrapper
     assert ow.optimizer == dict(type="AdamW", lr=3e-4, betas=(0.9, 0.999), weight_decay=0.05)
@@ -167,12 +168,12 @@ def test_train_r50_fpn_1x(tmp_path, coco_root, r50_weights):
 
 def test_train_vit_base_sfp_1x(tmp_path, coco_root, vitb_weights):
     work = _run(tmp_path, coco_root, vitb_weights, "mask_rcnn_vit_base_sfp_1x.py")
-    _check_run(work, vitb_weights, 196, "backbone.blocks.11.attn.relative_position_bias_table", "maskrcnn-vit@scratch+tiny")
+    _check_run(work, vitb_weights, 198, "backbone.body.blocks.11.attn.relative_position_bias_table", "maskrcnn-vit@scratch+tiny")
 
 
 # ----------------------------------------------------------------------------- the toy-world configs (the toy suite)
-TOY = {"toy_mask_rcnn_r18_fpn.py": ("ResNet", "FPN"),
-       "toy_mask_rcnn_vit_tiny_sfp.py": ("A2MIMViT", "SimpleFeaturePyramid")}
+TOY = {"toy_mask_rcnn_fpn.py": ("ExportedBackbone", "FPN"),
+       "toy_mask_rcnn_sfp.py": ("ExportedBackbone", "SimpleFeaturePyramid")}
 
 
 @pytest.mark.parametrize("name", sorted(TOY))
@@ -195,8 +196,8 @@ def test_toy_configs_are_cpu_sized_and_never_compared(name):
     assert c.default_hooks.checkpoint.interval == -1
     warm, step = c.param_scheduler
     assert (warm.end, step.milestones, step.by_epoch) == (50, [160], False)
-    if m.backbone.type == "A2MIMViT":
-        assert (m.backbone.preset, m.backbone.img_size, m.backbone.out_indices) == ("vit_tiny", 96, (3,))
+    if "sfp" in name:
+        assert (m.backbone.img_size, m.backbone.out_indices) == (96, (-1,))
         assert c.optim_wrapper.constructor == "LayerDecayOptimWrapperConstructor"
 
 
@@ -209,8 +210,8 @@ def toy_world(tmp_path_factory):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name,preset,n_matched,loaded", [
-    ("toy_mask_rcnn_r18_fpn.py", "resnet18", 120, "backbone.layer4.1.conv2.weight"),
-    ("toy_mask_rcnn_vit_tiny_sfp.py", "vit_tiny", 68, "backbone.blocks.3.attn.relative_position_bias_table")])
+    ("toy_mask_rcnn_fpn.py", "resnet18", 120, "backbone.body.layer4.1.conv2.weight"),
+    ("toy_mask_rcnn_sfp.py", "vit_tiny", 70, "backbone.body.blocks.3.attn.relative_position_bias_table")])
 def test_train_toy_configs_on_the_toy_world(tmp_path, toy_world, name, preset, n_matched, loaded):
     from pretrain.export import export_random
     from transfer.mmdet.train import main

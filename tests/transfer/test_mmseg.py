@@ -23,9 +23,9 @@ def _cfg(name: str):
 def test_upernet_vit_config_is_the_spec_protocol():
     c = _cfg("upernet_vit_base_160k.py")
     m = c.model
-    assert (m.backbone.type, m.backbone.preset, m.backbone.out_indices, m.backbone.img_size) == \
-        ("A2MIMViT", "vit_base", (3, 5, 7, 11), 512)
-    assert (m.neck.type, m.neck.rescales) == ("Feature2Pyramid", [4, 2, 1, 0.5])
+    assert (m.backbone.type, m.backbone.out_indices, m.backbone.img_size, m.backbone.final_norm) == \
+        ("ExportedBackbone", (3, 5, 7, 11), 512, False)
+    assert (m.neck.type, m.neck.rescales, m.neck.embed_dim) == ("Feature2Pyramid", [4, 2, 1, 0.5], "from_backbone[-1]")
     assert (m.decode_head.type, m.auxiliary_head.type, m.auxiliary_head.loss_decode.loss_weight) == \
         ("UPerHead", "FCNHead", 0.4)
     assert m.decode_head.num_classes == m.auxiliary_head.num_classes == 150
@@ -51,49 +51,76 @@ def test_r50_configs_use_the_plain_stem(name, head):
         assert (bb.strides, bb.dilations) == ((1, 2, 1, 1), (1, 1, 2, 4))
 
 
-# ----------------------------------------------------------------------------- shared ViT backbone + constructor
-def test_a2mim_vit_features_equal_timm_beit():
-    from pretrain.models import build_backbone
-    from transfer.openmmlab_models import A2MIMViT
+# ----------------------------------------------------------------------------- the contract + the shared constructor
+def test_exported_backbone_features_equal_timm_beit():
+    from pretrain.models import build_backbone, get_preset
+    from transfer.backbones import FeatureBackbone
+    p = get_preset("vit_tiny")
     torch.manual_seed(0)
-    ours = A2MIMViT("vit_tiny", img_size=64, out_indices=(1, 3), drop_path_rate=0.0, final_norm=True).eval()
+    ours = FeatureBackbone(p.timm_name, {**p.timm_kwargs, "drop_path_rate": 0.0}, "vit", out_indices=(1, 3),
+                           img_size=64, final_norm=True).eval()
     ref = build_backbone("vit_tiny", img_size=64, drop_path_rate=0.0).eval()
-    ref.load_state_dict(ours.state_dict())           # same timm names, strict
+    ref.load_state_dict(ours.body.state_dict())       # same timm names, strict
     x = torch.randn(2, 3, 64, 64)
     with torch.no_grad():
         o1, o3 = ours(x)
-        mid = ref.forward_intermediates(x, indices=[1], intermediates_only=True)[0]      # (2, 96, 4, 4)
-        last = ref.forward_features(x)[:, 1:].transpose(1, 2).reshape(2, 96, 4, 4)      # final norm applied
+        mid = ref.forward_intermediates(x, indices=[1], norm=True, intermediates_only=True)[0]    # (2, 96, 4, 4)
+        last = ref.forward_features(x)[:, 1:].transpose(1, 2).reshape(2, 96, 4, 4)              # final norm applied
     assert torch.allclose(o1, mid, atol=1e-5) and torch.allclose(o3, last, atol=1e-5)
     with torch.no_grad():
         small = ours(torch.randn(1, 3, 48, 40))       # padded to 64, features cropped to ceil(48/16) x ceil(40/16)
     assert [tuple(t.shape) for t in small] == [(1, 96, 3, 3), (1, 96, 3, 3)]
-    with pytest.raises(ValueError, match="input 80x64 is larger than img_size 64"):
+    with pytest.raises(ValueError, match="input 80x64 is larger than the ViT's img_size 64"):
         ours(torch.randn(1, 3, 80, 64))
 
 
-def test_layer_decay_groups_hand_values():
+def _model_with(backbone):
     import torch.nn as nn
-    from transfer.openmmlab_models import A2MIMViT, LayerDecayOptimWrapperConstructor
     model = nn.Module()
-    model.backbone = A2MIMViT("vit_tiny", img_size=32, out_indices=(3,))      # 4 blocks
-    model.head = nn.Linear(96, 2)
+    model.backbone = backbone
+    model.head = nn.Linear(8, 2)
+    return model
+
+
+def test_layer_decay_groups_hand_values():
+    from pretrain.models import get_preset
+    from transfer.backbones import FeatureBackbone
+    from transfer.openmmlab_models import LayerDecayOptimWrapperConstructor
+    p = get_preset("vit_tiny")
+    model = _model_with(FeatureBackbone(p.timm_name, p.timm_kwargs, "vit", out_indices=(3,), img_size=32))  # 4 blocks
     ow = LayerDecayOptimWrapperConstructor(
         dict(type="OptimWrapper", optimizer=dict(type="AdamW", lr=1.0, weight_decay=0.05)),
         dict(decay_rate=0.5))(model)
     groups = ow.optimizer.param_groups
     where = {n: (g["lr"], g["weight_decay"]) for g in groups for n in g["param_names"]}
+    b = "backbone.body."
     # lr = 0.5 ** (4 + 1 - layer_id): embeddings 0, blocks.i -> i+1, everything after the backbone 5
-    assert where["backbone.pos_embed"] == (0.5 ** 5, 0.0)
-    assert where["backbone.cls_token"] == (0.5 ** 5, 0.0)
-    assert where["backbone.patch_embed.proj.weight"] == (0.5 ** 5, 0.05)
-    assert where["backbone.blocks.0.attn.qkv.weight"] == (0.5 ** 4, 0.05)
-    assert where["backbone.blocks.2.attn.relative_position_bias_table"] == (0.5 ** 2, 0.0)
-    assert where["backbone.blocks.3.gamma_1"] == (0.5, 0.0)
-    assert where["backbone.blocks.3.norm2.weight"] == (0.5, 0.0)
-    assert where["backbone.blocks.3.mlp.fc1.bias"] == (0.5, 0.0)
+    assert where[b + "pos_embed"] == (0.5 ** 5, 0.0)
+    assert where[b + "cls_token"] == (0.5 ** 5, 0.0)
+    assert where[b + "patch_embed.proj.weight"] == (0.5 ** 5, 0.05)
+    assert where[b + "blocks.0.attn.qkv.weight"] == (0.5 ** 4, 0.05)
+    assert where[b + "blocks.2.attn.relative_position_bias_table"] == (0.5 ** 2, 0.0)
+    assert where[b + "blocks.3.gamma_1"] == (0.5, 0.0)
+    assert where[b + "blocks.3.norm2.weight"] == (0.5, 0.0)
+    assert where[b + "blocks.3.mlp.fc1.bias"] == (0.5, 0.0)
     assert where["head.weight"] == (1.0, 0.05) and where["head.bias"] == (1.0, 0.0)
-    assert sorted(where) == sorted(n for n, p in model.named_parameters())      # each parameter exactly once
+    trainable = sorted(n for n, p in model.named_parameters() if p.requires_grad)
+    assert sorted(where) == trainable and b + "norm.weight" not in where        # unused final norm: frozen
+
+
+def test_convnext_layer_and_stage_wise_ids_are_mmsegs():
+    """The ConvNeXt ids of mmseg 1.2's LearningRateDecayOptimizerConstructor (get_layer_id_for_convnext,
+    get_stage_id_for_convnext, num_layers 6 for ConvNeXt-T), written out here on timm's names."""
+    from transfer.backbones import FeatureBackbone
+    from transfer.param_groups import layer_ids
+    body = FeatureBackbone("convnext_tiny", {}, "cnn", out_indices=(0, 1, 2, 3)).body
+    ids, top = layer_ids(body, "layer_wise")
+    assert top == 7 and ids["stem.0.weight"] == 0 and ids["stages.0.blocks.2.conv_dw.weight"] == 1
+    assert ids["stages.1.downsample.1.weight"] == 2 and ids["stages.2.downsample.1.weight"] == 3
+    assert [ids[f"stages.2.blocks.{b}.conv_dw.weight"] for b in (0, 2, 3, 8)] == [3, 3, 4, 5]
+    assert ids["stages.3.downsample.1.weight"] == ids["stages.3.blocks.0.conv_dw.weight"] == 6
+    ids, top = layer_ids(body, "stage_wise")
+    assert top == 7 and ids["stages.2.downsample.1.weight"] == 0 and ids["stages.3.blocks.2.gamma"] == 4
 
 
 def test_registered_in_mmseg_and_mmdet():
@@ -101,8 +128,8 @@ def test_registered_in_mmseg_and_mmdet():
     import transfer.mmseg.models  # noqa: F401
     from mmdet.registry import MODELS as DET, OPTIM_WRAPPER_CONSTRUCTORS as DET_OWC
     from mmseg.registry import MODELS as SEG, OPTIM_WRAPPER_CONSTRUCTORS as SEG_OWC
-    from transfer.openmmlab_models import A2MIMViT, LayerDecayOptimWrapperConstructor
-    assert DET.module_dict["A2MIMViT"] is SEG.module_dict["A2MIMViT"] is A2MIMViT
+    from transfer.openmmlab_models import LayerDecayOptimWrapperConstructor, exported_backbone
+    assert DET.module_dict["ExportedBackbone"] is SEG.module_dict["ExportedBackbone"] is exported_backbone
     assert DET_OWC.module_dict["LayerDecayOptimWrapperConstructor"] is LayerDecayOptimWrapperConstructor
     assert SEG_OWC.module_dict["LayerDecayOptimWrapperConstructor"] is LayerDecayOptimWrapperConstructor
 
@@ -142,7 +169,7 @@ def _run_and_check(tmp_path, ade_root, weights, config, n_matched, protocol, dat
 
 
 def test_train_upernet_vit_base(tmp_path, ade_root, vitb_weights):
-    _run_and_check(tmp_path, ade_root, vitb_weights, "upernet_vit_base_160k.py", 196, "upernet-160k@scratch+tiny")
+    _run_and_check(tmp_path, ade_root, vitb_weights, "upernet_vit_base_160k.py", 198, "upernet-160k@scratch+tiny")
 
 
 def test_train_upernet_r50(tmp_path, ade_root, r50_weights):
@@ -154,8 +181,8 @@ def test_train_fcn_d8_r50(tmp_path, ade_root, r50_weights):
 
 
 # ----------------------------------------------------------------------------- the toy-world configs (the toy suite)
-TOY = {"toy_upernet_r18.py": ("ResNet", [64, 128, 256, 512], 256),
-       "toy_upernet_vit_tiny.py": ("A2MIMViT", [96] * 4, 96)}
+TOY = {"toy_upernet.py": ("ExportedBackbone", "from_backbone", "from_backbone[2]"),
+       "toy_upernet_vit.py": ("ExportedBackbone", "from_backbone", "from_backbone[2]")}
 
 
 @pytest.mark.parametrize("name", sorted(TOY))
@@ -177,9 +204,9 @@ def test_toy_configs_are_cpu_sized_and_never_compared(name):
     assert c.train_cfg == dict(type="IterBasedTrainLoop", max_iters=200, val_interval=200)
     assert (c.val_evaluator.type, c.val_evaluator.iou_metrics) == ("IoUMetric", ["mIoU"])
     assert c.default_hooks.checkpoint.interval == -1
-    if bb == "A2MIMViT":
-        assert (m.backbone.preset, m.backbone.img_size, m.backbone.out_indices) == ("vit_tiny", 96, (0, 1, 2, 3))
-        assert (m.neck.type, m.neck.embed_dim, m.neck.rescales) == ("Feature2Pyramid", 96, [4, 2, 1, 0.5])
+    if "vit" in name:
+        assert (m.backbone.img_size, m.backbone.out_indices) == (96, (-4, -3, -2, -1))
+        assert (m.neck.type, m.neck.embed_dim, m.neck.rescales) == ("Feature2Pyramid", "from_backbone[-1]", [4, 2, 1, 0.5])
 
 
 @pytest.fixture(scope="module")
@@ -193,19 +220,19 @@ def test_classes_json_gives_metainfo_and_is_checked(tmp_path, toy_world):
     from benchmarks.toydata import ADE_CLASSES, ADE_PALETTE
     from transfer.mmseg.train import apply_classes_json
     from transfer.openmmlab_common import ConfigError, DataLayoutError, set_data_root
-    cfg = _cfg("toy_upernet_r18.py")
+    cfg = _cfg("toy_upernet.py")
     set_data_root(cfg, toy_world["ade_data_root"])            # classes.json lies in the folder above
     apply_classes_json(cfg)
     for dl in (cfg.train_dataloader, cfg.val_dataloader, cfg.test_dataloader):
         assert dl.dataset.metainfo == dict(classes=list(ADE_CLASSES), palette=ADE_PALETTE)
         assert dl.dataset.reduce_zero_label is True
         assert [t.reduce_zero_label for t in dl.dataset.pipeline if t.type == "LoadAnnotations"] == [True]
-    cfg = _cfg("toy_upernet_r18.py")
+    cfg = _cfg("toy_upernet.py")
     set_data_root(cfg, toy_world["ade_data_root"])
     cfg.model.auxiliary_head.num_classes = 150
     with pytest.raises(ConfigError, match=r"model.auxiliary_head.num_classes is 150, but .*classes.json lists 9"):
         apply_classes_json(cfg)
-    cfg = _cfg("toy_upernet_r18.py")
+    cfg = _cfg("toy_upernet.py")
     set_data_root(cfg, str(tmp_path / "ADEChallengeData2016"))
     with pytest.raises(DataLayoutError, match=r"classes_json 'classes.json' not found; looked for .*"
                                               r"ADEChallengeData2016/classes.json, .*/classes.json"):
@@ -216,8 +243,8 @@ def test_classes_json_gives_metainfo_and_is_checked(tmp_path, toy_world):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name,preset,n_matched", [("toy_upernet_r18.py", "resnet18", 120),
-                                                   ("toy_upernet_vit_tiny.py", "vit_tiny", 68)])
+@pytest.mark.parametrize("name,preset,n_matched", [("toy_upernet.py", "resnet18", 120),
+                                                   ("toy_upernet_vit.py", "vit_tiny", 70)])
 def test_train_toy_configs_on_the_toy_world(tmp_path, toy_world, name, preset, n_matched):
     from mmengine.config import Config
     from benchmarks.toydata import ADE_CLASSES

@@ -128,10 +128,14 @@ def test_official_pth_read_through_safe_loader(tmp_path):
 
 
 # ----------------------------------------------------------------------------- into real mmdet / mmseg models
-def _build(cfg_path: str, scope: str):
+def _build(cfg_path: str, scope: str, weights=None):
     from mmengine.config import Config
     from mmengine.registry import MODELS, DefaultScope
+    from transfer.openmmlab_models import fill_exported_backbone
     cfg = Config.fromfile(cfg_path)          # custom_imports registers the suite's modules
+    if weights is not None:                  # the contract: the architecture from the weights' sidecar
+        from pretrain.export_format import read_backbone
+        fill_exported_backbone(cfg, read_backbone(weights)[1])
     with DefaultScope.overwrite_default_scope(scope):
         return MODELS.build(cfg.model)
 
@@ -180,16 +184,20 @@ def test_gate_fails_when_the_c4_res5_head_gets_no_weights(r50_weights, tmp_path)
 @pytest.mark.openmmlab
 def test_vitb_export_into_upernet_vit_zero_missing_and_resized(vitb_weights, tmp_path):
     from safetensors.torch import load_file
-    model = _build(UPERNET_VIT, "mmseg")
-    rep = load_backbone_into(model, vitb_weights, report_path=tmp_path / "load_report.json")
-    # timm Beit ViT-B: 4 (cls, pos, patch w/b) + 12 blocks x 16 + final norm 2 = 198; the final norm is unused
-    assert rep.counts == {"matched": 196, "missing": 0, "unexpected": 0, "shape_mismatched": 0,
-                          "allowed_missing": 0, "allowed_unexpected": 2}
-    assert sorted(rep.allowed_unexpected) == ["backbone.norm.bias", "backbone.norm.weight"]
+    from transfer.backbones import load_exported
+    from transfer.weights import read_backbone_weights
+    model = _build(UPERNET_VIT, "mmseg", vitb_weights)
+    rep = load_exported(model, read_backbone_weights(vitb_weights), report_path=tmp_path / "load_report.json",
+                        prefix="backbone.")
+    # timm Beit ViT-B: 4 (cls, pos, patch w/b) + 12 blocks x 16 + final norm 2 = 198, all loaded (the unused final
+    # norm keeps its values, frozen: FeatureBackbone.unused)
+    assert rep.counts == {"matched": 198, "missing": 0, "unexpected": 0, "shape_mismatched": 0,
+                          "allowed_missing": 0, "allowed_unexpected": 0}
+    assert model.backbone.unused == {"norm.weight", "norm.bias"}
     assert "resized pos_embed (1, 197, 768) -> (1, 1025, 768)" in rep.notes          # 224/16=14 -> 512/16=32
     assert "resized blocks.0.attn.relative_position_bias_table (732, 12) -> (3972, 12)" in rep.notes  # 27^2+3, 63^2+3
     src = load_file(str(vitb_weights))
-    bb = model.backbone
+    bb = model.backbone.body
     assert torch.equal(bb.pos_embed[0, 0], src["pos_embed"][0, 0])                  # cls position kept as is
     assert torch.equal(bb.blocks[7].attn.qkv.weight, src["blocks.7.attn.qkv.weight"])
     assert torch.equal(bb.blocks[11].gamma_2, src["blocks.11.gamma_2"])

@@ -77,7 +77,7 @@ class ClsOptimConfig:
     eps: float = 1e-8                     # adamw, lamb
     momentum: float = 0.9                 # lars, momentum, sgd
     weight_decay: float = 0.05            # never on biases, norms (1-D tensors) or the model's no_weight_decay()
-    layer_decay: Optional[float] = None   # layer-wise lr decay (timm param_groups_layer_decay), e.g. 0.65 for ViT
+    layer_decay: Optional[float] = None   # layer-wise lr decay (transfer.param_groups, BEiT rule), e.g. 0.65 for ViT
     clip_grad: Optional[float] = None     # max grad norm
 
 

@@ -25,14 +25,11 @@ class LinearProbe(nn.Module):
     """Frozen backbone (always in eval mode, no grad) + [BatchNorm1d(affine=False)] + Linear head."""
 
     def __init__(self, backbone: nn.Module, num_classes: int, bn: bool = True, init_std: float = 0.01):
+        from transfer.frozen.probes import linear_head
+
         super().__init__()
         self.backbone = backbone.requires_grad_(False)
-        dim = backbone.num_features
-        linear = nn.Linear(dim, num_classes)
-        nn.init.trunc_normal_(linear.weight, std=init_std)
-        nn.init.zeros_(linear.bias)
-        norm = nn.BatchNorm1d(dim, affine=False, eps=1e-6) if bn else nn.Identity()
-        self.head = nn.Sequential(norm, linear)
+        self.head = linear_head(backbone.num_features, num_classes, bn, init_std)
 
     def train(self, mode: bool = True) -> "LinearProbe":
         super().train(mode)
@@ -82,20 +79,13 @@ def build_classifier(cfg, spec: dict, num_classes: int) -> nn.Module:
 
 
 def adapt_state_dict(target: nn.Module, sd: dict, kind: str) -> tuple[dict, list[str]]:
-    """ViT: resize position tables to the target (timm beit.checkpoint_filter_fn) and move norm.* -> fc_norm.*
-    where the target pools with fc_norm (its `norm` is then an Identity). Returns (state dict, notes)."""
-    notes: list[str] = []
-    if kind != "vit":
-        return dict(sd), notes
-    from timm.models.beit import checkpoint_filter_fn
+    """The one position-table resize (transfer.backbones.adapt_state_dict), then norm.* -> fc_norm.* where the target
+    pools with fc_norm (its `norm` is then an Identity). Returns (state dict, notes)."""
+    from transfer.backbones import adapt_state_dict as resize_tables
 
-    before = {k: tuple(v.shape) for k, v in sd.items()}
-    sd = checkpoint_filter_fn(dict(sd), target)
-    notes += [f"resized {k} {before[k]} -> {tuple(v.shape)}" for k, v in sd.items()
-              if k in before and before[k] != tuple(v.shape)]
-    notes += [f"dropped {k} (recomputed buffer)" for k in before if k not in sd]
+    sd, notes = resize_tables(target, sd, kind)
     own = target.state_dict()
-    if "fc_norm.weight" in own and "norm.weight" not in own and "norm.weight" in sd:
+    if kind == "vit" and "fc_norm.weight" in own and "norm.weight" not in own and "norm.weight" in sd:
         for name in ("weight", "bias"):
             sd[f"fc_norm.{name}"] = sd.pop(f"norm.{name}")
         notes.append("mapped norm.* -> fc_norm.* (final LayerNorm of the pre-trained ViT initialises the "

@@ -31,19 +31,21 @@ TASKS = {"finetune": "in1k_finetune", "linear": "in1k_linear"}
 
 
 def build_optimizer(model: nn.Module, cfg: ClsConfig, lr: float) -> torch.optim.Optimizer:
-    """timm optimizer over trainable parameters; no weight decay on 1-D tensors (norms, biases) and the model's
-    no_weight_decay() names; optional layer-wise lr decay (lr_scale per group, applied by timm's scheduler).
-    LARS (MAE's linear probe): trust ratio on weight matrices only (always_adapt), never on 1-D tensors."""
-    from timm.optim import create_optimizer_v2, param_groups_layer_decay, param_groups_weight_decay
+    """timm optimizer over trainable parameters, grouped by the one downstream rule (transfer.param_groups: no weight
+    decay on 1-D tensors and position tables / tokens; optional layer-wise lr decay as lr_scale, which timm's
+    scheduler applies). LARS (MAE's linear probe): trust ratio on weight matrices only (always_adapt), never on 1-D
+    tensors."""
+    from timm.optim import create_optimizer_v2
+
+    from transfer.param_groups import param_groups
 
     o = cfg.optim
-    skip = set(model.no_weight_decay()) if hasattr(model, "no_weight_decay") else set()
-    if o.layer_decay is not None:
-        groups = param_groups_layer_decay(model, weight_decay=o.weight_decay, no_weight_decay_list=skip,
-                                          layer_decay=o.layer_decay)
-    else:
-        groups = param_groups_weight_decay(model, weight_decay=o.weight_decay, no_weight_decay_list=skip)
-    groups = [g for g in groups if g["params"]]
+    groups = [g for g in param_groups(model, o.weight_decay, o.layer_decay) if g["params"]]
+    for g in groups:
+        g.pop("param_names", None)
+        g.pop("group_name", None)
+        if o.layer_decay is None:
+            g.pop("lr_scale")
     if o.name in ("adamw", "lamb"):
         kw = dict(betas=tuple(o.betas), eps=o.eps)
     else:
@@ -66,31 +68,12 @@ def build_criterion(cfg: ClsConfig) -> nn.Module:
     return LabelSmoothingCrossEntropy(ls) if ls > 0 else nn.CrossEntropyLoss()
 
 
-def result_dataset(root) -> str:
-    """'toy_imagenet' for the generated toy world (benchmarks/toydata.py marks its root), else 'imagenet1k'."""
-    from pathlib import Path
-    return "toy_imagenet" if (Path(root).resolve().parent / "toyworld.json").is_file() else "imagenet1k"
-
-
 class ClassificationLoop(Loop):
     tb_prefix = "classification"       # TensorBoard tags classification/*
-    recipe_changed = False             # train.py: the command line overrode recipe keys
+    markers: list = []                 # train.py: override markers (transfer.results.override_markers)
 
     def __init__(self, cfg: ClsConfig):
         super().__init__(cfg, changed_keys, to_yaml)
-
-    def result_protocol(self) -> str | None:
-        """run.protocol + '@pt<pre-training epochs>' (from the weights' sidecar; toy runs stay 'toy'), and
-        '+overrides' when the command line changed the recipe (run.protocol_changed, set by train.py)."""
-        p = self.cfg.run.protocol
-        if not p:
-            return None
-        epochs = ((self.meta.get("pretrain_config") or {}).get("schedule") or {}).get("epochs")
-        if p != "toy" and self.meta.get("method") == "random":
-            p = f"{p}@scratch"
-        elif p != "toy" and self.meta.get("method") and epochs:
-            p = f"{p}@pt{epochs}"
-        return p + ("+overrides" if self.recipe_changed else "")
 
     # ---- data lists (before setup)
     def count_train_samples(self) -> int:
@@ -231,8 +214,12 @@ class ClassificationLoop(Loop):
         metrics.update({k: res[k] for k in ("ema_top1", "ema_top5") if k in res})
         if "loss" in last:
             metrics["train_loss"] = last["loss"]
-        write_result(self.run_dir, task=TASKS[self.cfg.model.mode], framework="a2mim-suite",
-                     dataset=result_dataset(self.cfg.data.root), protocol=self.result_protocol(),
-                     data_root=str(self.cfg.data.root), seed=self.cfg.run.seed, backbone=self.spec["preset"] or self.spec["timm_name"],
-                     method=self.meta.get("method") or "unknown", weights=self.cfg.model.weights,
-                     config=str(self.run_dir / "config.yaml"), metrics=metrics)
+        from transfer.results import identity, pretrain_label, pretrain_seed, result_dataset
+        ident = identity(task=TASKS[self.cfg.model.mode], dataset=result_dataset(self.cfg.data.root, "imagenet1k"),
+                         framework="a2mim-suite", recipe=self.cfg.run.protocol or "unnamed",
+                         backbone=self.spec["preset"] or self.spec["timm_name"],
+                         method=self.meta.get("method") or "unknown", pretrain=pretrain_label(self.meta),
+                         markers=self.markers)
+        write_result(self.run_dir, **ident, data_root=str(self.cfg.data.root), seed=self.cfg.run.seed,
+                     pretrain_seed=pretrain_seed(self.meta), num_classes=self.num_classes,
+                     weights=self.cfg.model.weights, config=str(self.run_dir / "config.yaml"), metrics=metrics)

@@ -55,10 +55,9 @@ def main(argv: list[str] | None = None) -> int:
         cfg = load_config(config, [*over, *args.overrides])
         from pretrain.loop import run_loop
         from transfer.classification.task import ClassificationLoop
+        from transfer.results import override_markers
         loop = ClassificationLoop(cfg)
-        # overrides of the recipe (not of where/how it runs) take the run off the published protocol
-        loop.recipe_changed = any(not o.split("=", 1)[0].startswith(("run.", "data.root", "data.num_workers"))
-                                  for o in args.overrides)
+        loop.markers = override_markers(args.overrides)      # a changed recipe is never the published protocol
         run_dir = run_loop(loop)
     except (ConfigError, DataError, CheckpointError, FloatingPointError, IncompleteLoadError, WeightsFormatError,
             ExportFormatError, FileNotFoundError) as e:

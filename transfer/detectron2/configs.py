@@ -3,8 +3,13 @@
     r50_c4_1x     Mask R-CNN R50-C4 1x (90k it @ 16, steps 60k/80k)          base: mask_rcnn_R_50_C4_1x.yaml
     r50_c4_2x     Mask R-CNN R50-C4 2x (180k it, steps 120k/160k)            base: mask_rcnn_R_50_C4_1x.yaml
     r50_fpn_1x    Mask R-CNN R50-FPN 1x, SyncBN in FPN and heads, 4conv1fc   base: mask_rcnn_R_50_FPN_1x.yaml
-    vit_base_sfp  Mask R-CNN ViT-B + simple feature pyramid, AdamW 3e-4, wd .05, layer decay .65, 12 epochs
-                                                                             base: mask_rcnn_R_50_FPN_1x.yaml
+    exported_fpn_1x  Mask R-CNN FPN 1x on ANY exported CNN (the backbone contract: ResNet, ConvNeXt, any timm CNN;
+                  its four stages into FPN), heads / schedule / SGD as r50_fpn_1x   base: mask_rcnn_R_50_FPN_1x.yaml
+    vit_base_sfp  Mask R-CNN on an exported plain ViT (the contract) + ViTDet simple feature pyramid, AdamW 3e-4,
+                  wd .05, layer decay .65, 12 epochs                        base: mask_rcnn_R_50_FPN_1x.yaml
+The C4 and r50_fpn configs keep detectron2's native ResNet (the stock MoCo configs; res5 in the C4 RoI head); the
+exported ones build transfer.backbones.FeatureBackbone from the weights' sidecar (MODEL.EXPORTED.*, filled by
+train.py). Every config loads the weights in memory through the gate (transfer/detectron2/gate.py).
 MoCo protocol (all R50 configs): SyncBN everywhere and trainable (FREEZE_AT 0), RGB input normalised with
 torchvision's mean/std in 0-255 units, STRIDE_IN_1X1 False (torchvision puts the stride in the 3x3 conv),
 short side 640..800 step 32 (long <= 1333), test 800, SGD lr 0.02 momentum .9 wd 1e-4, batch 16,
@@ -21,17 +26,22 @@ TORCHVISION_STD_255 = [58.395, 57.120, 57.375]       # RGB, = 255 * (0.229, 0.22
 MULTI_SCALE = tuple(range(640, 801, 32))             # (640, 672, 704, 736, 768, 800)
 _ZOO_C4 = "COCO-InstanceSegmentation/mask_rcnn_R_50_C4_1x.yaml"
 _ZOO_FPN = "COCO-InstanceSegmentation/mask_rcnn_R_50_FPN_1x.yaml"
+EXPORTED_BACKBONE = "build_exported_backbone"        # transfer/detectron2/modeling.py
 
 
 def add_a2mim_config(cfg: CN) -> CN:
     """Keys this project adds (present in every config, so `opts` stay strict for all of them)."""
-    cfg.MODEL.VIT = CN()
-    cfg.MODEL.VIT.PRESET = "vit_base"          # pretrain.models.presets name (set from the weights' sidecar)
-    cfg.MODEL.VIT.IMG_SIZE = 1024              # square input; images are padded to it (fixed pos tables)
-    cfg.MODEL.VIT.DROP_PATH = 0.1              # ViTDet ViT-B
-    cfg.MODEL.VIT.SFP_NORM = "LN"              # norm inside the simple feature pyramid (ViTDet)
-    cfg.MODEL.VIT.SCALE_FACTORS = (4.0, 2.0, 1.0, 0.5)   # stride 16 -> p2, p3, p4, p5 (+ p6 by max-pool)
-    cfg.SOLVER.OPTIMIZER = "SGD"               # SGD (detectron2's own builder) | ADAMW (vit_param_groups)
+    cfg.MODEL.EXPORTED = CN()                  # the backbone contract (BACKBONE.NAME build_exported_backbone)
+    cfg.MODEL.EXPORTED.TIMM_NAME = ""          # from the weights' sidecar (train.py)
+    cfg.MODEL.EXPORTED.TIMM_KWARGS = "{}"      # JSON, from the sidecar
+    cfg.MODEL.EXPORTED.KIND = "cnn"            # cnn | vit (the config's; the weights must match)
+    cfg.MODEL.EXPORTED.OUT_INDICES = (-4, -3, -2, -1)   # CNN: the four stages; ViT: (-1,) the last block
+    cfg.MODEL.EXPORTED.IMG_SIZE = 1024         # ViT: square input; images are padded to it (fixed pos tables)
+    cfg.MODEL.EXPORTED.DROP_PATH = 0.0
+    cfg.MODEL.EXPORTED.FINAL_NORM = False      # ViT: the final LayerNorm on the last block's tokens
+    cfg.MODEL.EXPORTED.SFP_NORM = "LN"         # ViT: norm inside the simple feature pyramid (ViTDet)
+    cfg.MODEL.EXPORTED.SCALE_FACTORS = (4.0, 2.0, 1.0, 0.5)   # ViT: stride 16 -> p2..p5 (+ p6 by max-pool)
+    cfg.SOLVER.OPTIMIZER = "SGD"               # SGD (detectron2's own builder) | ADAMW (transfer.param_groups)
     cfg.SOLVER.LAYER_DECAY = 1.0               # ADAMW only: lr *= LAYER_DECAY ** (depth + 1 - layer id)
     cfg.SOLVER.BETAS = (0.9, 0.999)
     return cfg
@@ -83,13 +93,23 @@ def r50_fpn_1x() -> CN:
     return cfg
 
 
-def vit_base_sfp() -> CN:
-    """ViT-B + ViTDet simple feature pyramid; heads as the R50-FPN config (4conv1fc, SyncBN). 90k it @ 16 =
-    12.3 epochs of COCO train2017 (detectron2's 1x); lr steps at epochs 9 and 11 (67.5k, 82.5k)."""
+def exported_fpn_1x() -> CN:
+    """Any exported CNN through the backbone contract, its four stages into detectron2's FPN; the rest as r50_fpn_1x."""
     cfg = r50_fpn_1x()
-    cfg.MODEL.BACKBONE.NAME = "build_a2mim_vit_sfp_backbone"
+    cfg.MODEL.BACKBONE.NAME = EXPORTED_BACKBONE
+    cfg.MODEL.EXPORTED.KIND, cfg.MODEL.EXPORTED.OUT_INDICES = "cnn", (-4, -3, -2, -1)
+    return cfg
+
+
+def vit_base_sfp() -> CN:
+    """An exported ViT (ViT-B) + ViTDet simple feature pyramid; heads as the R50-FPN config (4conv1fc, SyncBN).
+    90k it @ 16 = 12.3 epochs of COCO train2017 (detectron2's 1x); lr steps at epochs 9 and 11 (67.5k, 82.5k).
+    The final LayerNorm is applied to the last block's tokens (the map the A²MIM decoder read in pre-training)."""
+    cfg = r50_fpn_1x()
+    cfg.MODEL.BACKBONE.NAME = EXPORTED_BACKBONE
     cfg.MODEL.BACKBONE.FREEZE_AT = 0
-    cfg.MODEL.VIT.PRESET, cfg.MODEL.VIT.IMG_SIZE = "vit_base", 1024
+    e = cfg.MODEL.EXPORTED
+    e.KIND, e.OUT_INDICES, e.IMG_SIZE, e.DROP_PATH, e.FINAL_NORM = "vit", (-1,), 1024, 0.1, True
     cfg.INPUT.MIN_SIZE_TRAIN = tuple(range(480, 801, 32))   # DETR-style multi-scale, as the official ViT config
     cfg.INPUT.MAX_SIZE_TRAIN = cfg.INPUT.MAX_SIZE_TEST = 1024   # never larger than the square pad
     cfg.SOLVER.OPTIMIZER, cfg.SOLVER.BASE_LR, cfg.SOLVER.WEIGHT_DECAY = "ADAMW", 3e-4, 0.05
@@ -100,17 +120,17 @@ def vit_base_sfp() -> CN:
 
 
 CONFIGS = {"r50_c4_1x": lambda: r50_c4("1x"), "r50_c4_2x": lambda: r50_c4("2x"),
-           "r50_fpn_1x": r50_fpn_1x, "vit_base_sfp": vit_base_sfp}
+           "r50_fpn_1x": r50_fpn_1x, "exported_fpn_1x": exported_fpn_1x, "vit_base_sfp": vit_base_sfp}
 
 
 def check_config(cfg: CN) -> None:
     """Cross-key checks that detectron2 would only report deep inside a run."""
-    if cfg.MODEL.BACKBONE.NAME == "build_a2mim_vit_sfp_backbone":
-        s = cfg.MODEL.VIT.IMG_SIZE
+    if cfg.MODEL.BACKBONE.NAME == EXPORTED_BACKBONE and cfg.MODEL.EXPORTED.KIND == "vit":
+        s = cfg.MODEL.EXPORTED.IMG_SIZE
         too_big = {k: v for k, v in (("INPUT.MAX_SIZE_TRAIN", cfg.INPUT.MAX_SIZE_TRAIN),
                                      ("INPUT.MAX_SIZE_TEST", cfg.INPUT.MAX_SIZE_TEST)) if v > s}
         if too_big:
-            raise ValueError(f"{too_big} exceed MODEL.VIT.IMG_SIZE={s}: images are square-padded to IMG_SIZE, "
+            raise ValueError(f"{too_big} exceed MODEL.EXPORTED.IMG_SIZE={s}: images are square-padded to IMG_SIZE, "
                              "so the long side must not be larger")
     if cfg.SOLVER.OPTIMIZER not in ("SGD", "ADAMW"):
         raise ValueError(f"SOLVER.OPTIMIZER must be SGD or ADAMW, got {cfg.SOLVER.OPTIMIZER!r}")

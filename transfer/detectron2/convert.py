@@ -1,6 +1,9 @@
-"""Backbone weights -> a detectron2 `.pkl` that DetectionCheckpointer loads (MoCo's converter, checked).
+"""Backbone weights -> a detectron2 `.pkl` that DetectionCheckpointer loads (MoCo's converter, checked): the user-facing
+export for detectron2 tools (training here loads in memory, transfer/detectron2/gate.py, with the same renames).
 
-    python -m transfer.detectron2.convert WEIGHTS OUT.pkl [--img-size 1024]
+    python -m transfer.detectron2.convert WEIGHTS OUT.pkl [--img-size 1024] [--quiet]
+
+Prints every renamed key (source -> detectron2 name) unless --quiet.
 
 WEIGHTS: an exported backbone (`.safetensors` + `.json`, timm names) or an official A²MIM / openmixup `.pth`
 (keys under `backbone.` in `state_dict`), both read by transfer.weights.read_backbone_weights.
@@ -11,9 +14,12 @@ ResNet (torchvision names -> detectron2 names, bare as in MoCo's file; detectron
     conv1 -> stem.conv1          bn1 -> stem.conv1.norm
     layerN.i.convK -> res{N+1}.i.convK     layerN.i.bnK -> res{N+1}.i.convK.norm
     layerN.i.downsample.0 -> res{N+1}.i.shortcut   layerN.i.downsample.1 -> res{N+1}.i.shortcut.norm
-ViT (timm Beit names): full model names `backbone.net.vit.<timm name>` (modeling.py's layout), so matching is
-exact; pos_embed (1, 1+g*g, D) and every relative_position_bias_table ((2g-1)^2+3, heads) are resized (bicubic,
-timm's own resamplers) to the detection grid g = img_size / patch.
+ResNet-18/34 (basic blocks) convert the same way; build them in detectron2 with MODEL.RESNETS.DEPTH 18/34 and
+MODEL.RESNETS.RES2_OUT_CHANNELS 64 (FPN only: detectron2's C4 head is a bottleneck res5).
+Any other exported family (ConvNeXt, a ViT, any timm model: the backbone contract, modeling.py): full model
+names `backbone.bottom_up.features.body.<timm name>` (CNN + FPN) or `backbone.net.features.body.<timm name>` (ViT
++ simple feature pyramid), so matching is exact; a ViT's position tables are resized to the detection grid
+img_size / patch (transfer.backbones.adapt_state_dict, the one resize).
 """
 from __future__ import annotations
 
@@ -30,8 +36,9 @@ from pretrain.fileio import atomic_write
 from transfer.weights import read_backbone_weights
 
 AUTHOR = "a2mim-suite"
-VIT_PREFIX = "backbone.net.vit."          # where modeling.build_a2mim_vit_sfp_backbone keeps the timm ViT
-RESNET_DEPTH = {(3, 4, 6, 3): 50, (3, 4, 23, 3): 101, (3, 8, 36, 3): 152}   # detectron2's bottleneck ResNets
+CONTRACT_PREFIX = {"vit": "backbone.net.features.body.", "cnn": "backbone.bottom_up.features.body."}
+RESNET_DEPTH = {(3, 4, 6, 3, True): 50, (3, 4, 23, 3, True): 101, (3, 8, 36, 3, True): 152,
+                (2, 2, 2, 2, False): 18, (3, 4, 6, 3, False): 34}    # (blocks per stage, bottleneck) -> depth
 DROPPED = ("fc.weight", "fc.bias")        # an ImageNet classifier is never part of a detector
 
 _RESNET_RULES = (
@@ -53,12 +60,13 @@ class ConversionError(ValueError):
 
 
 def resnet_depth(sd: dict[str, torch.Tensor], source: str = "") -> int:
-    """Depth from the number of blocks per stage (50/101/152); bottleneck ResNets only (detectron2's res5 head)."""
+    """Depth from the blocks per stage and the block type (18/34 basic, 50/101/152 bottleneck: detectron2's)."""
     blocks = tuple(len({k.split(".")[1] for k in sd if k.startswith(f"layer{s}.")}) for s in range(1, 5))
-    if blocks not in RESNET_DEPTH or "layer1.0.conv3.weight" not in sd:
-        raise ConversionError(f"{source}: ResNet with blocks per stage {blocks} is not a bottleneck ResNet-50/101/152 "
-                              f"(detectron2's C4 head and ResNet builder support {sorted(RESNET_DEPTH.values())})")
-    return RESNET_DEPTH[blocks]
+    key = (*blocks, "layer1.0.conv3.weight" in sd)
+    if key not in RESNET_DEPTH:
+        raise ConversionError(f"{source}: ResNet with blocks per stage {blocks} ({'bottleneck' if key[-1] else 'basic'}) "
+                              f"is none of detectron2's ResNets {sorted(RESNET_DEPTH.values())}")
+    return RESNET_DEPTH[key]
 
 
 def resnet_to_d2(sd: dict[str, torch.Tensor], source: str = "") -> tuple[dict[str, torch.Tensor], list[str]]:
@@ -81,43 +89,39 @@ def resnet_to_d2(sd: dict[str, torch.Tensor], source: str = "") -> tuple[dict[st
     return out, notes
 
 
-def vit_to_d2(sd: dict[str, torch.Tensor], img_size: int,
-              source: str = "") -> tuple[dict[str, torch.Tensor], list[str]]:
-    """timm Beit names -> `backbone.net.vit.*`, position tables resized to the square detection input img_size."""
-    from timm.layers import resample_abs_pos_embed, resize_rel_pos_bias_table
+def contract_to_d2(sd: dict[str, torch.Tensor], meta: dict, img_size: int,
+                   source: str = "") -> tuple[dict[str, torch.Tensor], list[str]]:
+    """An export for the backbone contract: full detectron2 model names, a ViT's tables resized to img_size."""
+    from transfer.backbones import adapt_state_dict, build_timm_body
 
-    if "patch_embed.proj.weight" not in sd:
-        raise ConversionError(f"{source}: ViT weights without patch_embed.proj.weight (timm Beit names expected)")
-    patch = sd["patch_embed.proj.weight"].shape[-1]
-    if img_size % (2 * patch):  # the pyramid's p5 halves the stride-16 map
-        raise ConversionError(f"{source}: img_size {img_size} must be a multiple of {2 * patch} for the ViT pyramid")
-    g = img_size // patch
-    out, notes = {}, []
-    for k, v in sd.items():
-        if k.endswith("relative_position_index"):
-            notes.append(f"dropped {k} (buffer, recomputed by the model)")
-            continue
-        if k == "pos_embed" and v.shape[1] != g * g + 1:
-            old = tuple(v.shape)
-            v = resample_abs_pos_embed(v.float(), new_size=[g, g], num_prefix_tokens=1)
-            notes.append(f"resized {k} {old} -> {tuple(v.shape)}")
-        elif k.endswith("relative_position_bias_table"):
-            shape = ((2 * g - 1) ** 2 + 3, v.shape[1])
-            if tuple(v.shape) != shape:
-                old = tuple(v.shape)
-                v = resize_rel_pos_bias_table(v.float(), new_window_size=(g, g), new_bias_shape=shape)
-                notes.append(f"resized {k} {old} -> {tuple(v.shape)}")
-        out[VIT_PREFIX + k] = v
-    return out, notes
+    if not meta.get("timm_name"):
+        raise ConversionError(f"{source}: no sidecar naming the architecture (timm_name); detectron2's native names "
+                              f"exist for ResNets only")
+    kind = meta.get("kind", "cnn")
+    with torch.device("meta"):
+        body = build_timm_body(meta["timm_name"], meta.get("timm_kwargs") or {}, kind, img_size)
+    sd, notes = adapt_state_dict(body, sd, kind)
+    return {CONTRACT_PREFIX[kind] + k: v for k, v in sd.items()}, notes
 
 
 def backbone_kind(sd: dict[str, torch.Tensor], source: str = "") -> str:
-    if "layer1.0.conv1.weight" in sd:
-        return "resnet"
-    if "blocks.0.attn.qkv.weight" in sd:
-        return "vit"
-    raise ConversionError(f"{source}: neither a ResNet (layer1.0.conv1.weight) nor a timm ViT "
-                          f"(blocks.0.attn.qkv.weight), the two kinds supported; first keys: {list(sd)[:5]}")
+    """'resnet' (detectron2's native ResNet names exist) or 'contract' (any other export)."""
+    return "resnet" if "layer1.0.conv1.weight" in sd else "contract"
+
+
+def _renames(sd: dict, model: dict, kind: str, meta: dict) -> list[tuple[str, str]]:
+    """(source key, detectron2 key) of every tensor written."""
+    if kind == "resnet":
+        out = []
+        for k in sd:
+            for pat, name in _RESNET_RULES:
+                m = pat.match(k)
+                if m:
+                    out.append((k, name(m)))
+                    break
+        return out
+    prefix = CONTRACT_PREFIX[meta.get("kind", "cnn")]
+    return [(k[len(prefix):], k) for k in model]
 
 
 def _to_numpy(v: torch.Tensor) -> np.ndarray:
@@ -137,8 +141,8 @@ def convert(weights: str | Path, out: str | Path, img_size: int = 1024) -> dict:
         model, more = resnet_to_d2(sd, src)
     else:
         info["img_size"] = int(img_size)
-        info["depth"] = len({k.split(".")[1] for k in sd if k.startswith("blocks.")})
-        model, more = vit_to_d2(sd, int(img_size), src)
+        model, more = contract_to_d2(sd, meta, int(img_size), src)
+    info["renamed"] = _renames(sd, model, kind, meta)
     info["notes"] = notes + more
     obj = {"model": {k: _to_numpy(v) for k, v in model.items()}, "__author__": AUTHOR,
            "matching_heuristics": True, "a2mim": info}
@@ -180,7 +184,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("weights", help="exported .safetensors (with .json sidecar) or official A²MIM .pth")
     ap.add_argument("out", help="output .pkl for detectron2 (MODEL.WEIGHTS)")
     ap.add_argument("--img-size", type=int, default=1024,
-                    help="ViT only: square detection input (MODEL.VIT.IMG_SIZE) the position tables are resized to")
+                    help="ViT only: square detection input (MODEL.EXPORTED.IMG_SIZE) the position tables are resized to")
+    ap.add_argument("--quiet", action="store_true", help="do not print every renamed key")
     a = ap.parse_args(argv)
     if not a.out.endswith(".pkl"):
         ap.error(f"output must end in .pkl (DetectionCheckpointer picks the format by extension): {a.out}")
@@ -190,7 +195,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     n = len(read_pkl(a.out)["model"])
-    print(f"wrote {a.out}: {n} tensors, {info['kind']} (depth {info['depth']}); notes: {len(info['notes'])}")
+    if not a.quiet:
+        for src, dst in info["renamed"]:
+            print(f"  {src} -> {dst}")
+        for note in info["notes"]:
+            print(f"  note: {note}")
+    depth = f" (depth {info['depth']})" if "depth" in info else ""
+    print(f"wrote {a.out}: {n} tensors, {info['kind']}{depth}; notes: {len(info['notes'])}")
     return 0
 
 

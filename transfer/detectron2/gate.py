@@ -1,82 +1,53 @@
-"""Load a converted `.pkl` into a BUILT detectron2 model with DetectionCheckpointer, then apply the suite's gate.
+"""Backbone weights into a BUILT detectron2 model, in memory, through the suite's load gate (no .pkl round trip).
 
-DetectionCheckpointer (installed code, checkpoint/detection_checkpoint.py + c2_model_loading.py) reads a `.pkl`
-with `matching_heuristics: True` by suffix-matching every model key against the file's keys (longest match
-wins), skips shape mismatches with only a warning, and loads with strict=False. So after it ran we check, tensor
-by tensor, that each file tensor arrived where the protocol says it must:
-
-    R50-C4   res5.*           -> roi_heads.res5.*        (the RoI head's res5), everything else -> backbone.*
-    R50-FPN  *                -> backbone.bottom_up.*
-    ViT      backbone.net.vit.* (full names)              -> itself
-A tensor counts as loaded only if DetectionCheckpointer did not report the key missing AND the model now holds
-exactly the file's values. The result goes through transfer.weights.load_with_report over the backbone (+ res5
-head) scope: nothing missing (except the extra res5 norm, which is new, and BN step counters), nothing unused
-(except BN step counters), no shape mismatch; load_report.json is written either way, IncompleteLoadError raised
-on failure.
+Two targets, chosen by the model:
+  the backbone contract (BACKBONE.NAME build_exported_backbone): the export's timm names under the FeatureBackbone
+      (backbone.net.features.body.* for the ViT pyramid, backbone.bottom_up.features.body.* for FPN), through
+      transfer.backbones.load_exported (position tables resized once, there);
+  detectron2's native ResNet (the stock MoCo C4 / FPN configs): torchvision names renamed to detectron2's
+      (transfer.detectron2.convert.resnet_to_d2, MoCo's rules), then
+          R50-C4   res5.* -> roi_heads.res5.* (the RoI head's res5), everything else -> backbone.*
+          R50-FPN  *      -> backbone.bottom_up.*
+      through transfer.weights.load_with_report: nothing missing (except the C4 head's extra res5 norm, which is
+      new, and BN step counters), nothing unused (except BN step counters, absent in FrozenBatchNorm2d), no shape
+      mismatch.
+load_report.json is written either way; IncompleteLoadError on failure, naming the keys.
 """
 from __future__ import annotations
 
 from pathlib import Path
 
-import torch
 import torch.nn as nn
-from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.modeling.backbone import FPN
-from detectron2.modeling.backbone.vit import SimpleFeaturePyramid
 from detectron2.modeling.roi_heads import Res5ROIHeads
 
-from transfer.detectron2.convert import VIT_PREFIX, read_pkl
+from transfer.backbones import FeatureBackbone, load_exported
+from transfer.detectron2.convert import resnet_to_d2
 from transfer.weights import COUNTER_KEYS, LoadReport, load_with_report
 
 EXTRA_RES5_NORM = "roi_heads.res5.norm.*"   # Res5ROIHeadsExtraNorm's norm after res5: not pre-trained
 
 
-class _RecordingCheckpointer(DetectionCheckpointer):
-    """DetectionCheckpointer that keeps the incompatible-keys record fvcore only logs."""
-    incompatible = None
-
-    def _load_model(self, checkpoint):
-        self.incompatible = super()._load_model(checkpoint)
-        return self.incompatible
-
-
-def expected_targets(model: nn.Module, keys) -> tuple[dict[str, str], list[str], tuple[str, ...]]:
-    """-> ({file key: model key}, gate prefixes, allow_missing patterns) for this model's architecture."""
-    c4 = isinstance(getattr(model, "roi_heads", None), Res5ROIHeads)
-    bb = model.backbone
-    if isinstance(bb, SimpleFeaturePyramid):
-        return {k: k for k in keys}, [VIT_PREFIX], COUNTER_KEYS
-    if isinstance(bb, FPN):
+def native_targets(model: nn.Module, keys) -> tuple[dict[str, str], list[str], tuple[str, ...]]:
+    """-> ({detectron2 ResNet key: model key}, gate prefixes, allow_missing patterns) for a native-ResNet model."""
+    if isinstance(model.backbone, FPN):
         return {k: f"backbone.bottom_up.{k}" for k in keys}, ["backbone.bottom_up."], COUNTER_KEYS
-    if c4:
+    if isinstance(getattr(model, "roi_heads", None), Res5ROIHeads):
         plan = {k: (f"roi_heads.{k}" if k.startswith("res5.") else f"backbone.{k}") for k in keys}
         return plan, ["backbone.", "roi_heads.res5."], COUNTER_KEYS + (EXTRA_RES5_NORM,)
     return {k: f"backbone.{k}" for k in keys}, ["backbone."], COUNTER_KEYS
 
 
-def load_pkl_with_gate(model: nn.Module, pkl: str | Path, report_path: str | Path | None = None) -> LoadReport:
-    """DetectionCheckpointer.load(pkl) into `model` (or its DDP .module), then the load gate (see module doc)."""
+def load_backbone(model: nn.Module, loaded: tuple, report_path: str | Path | None = None,
+                  source: str = "") -> LoadReport:
+    """Load `loaded` (transfer.weights.read_backbone_weights) into `model` (or its DDP .module) through the gate."""
     model = getattr(model, "module", model)
-    src = read_pkl(pkl)["model"]              # numpy-only unpickling, before detectron2 unpickles the file
-    ckpt = _RecordingCheckpointer(model)
-    ckpt.load(str(pkl))
-    inc = ckpt.incompatible
-    d2_missing = set(inc.missing_keys) if inc is not None else set()
-    plan, prefixes, allow_missing = expected_targets(model, src.keys())
-    state = model.state_dict()
-    arrived, notes = {}, []
-    for key, target in plan.items():
-        value = torch.as_tensor(src[key])
-        have = state.get(target)
-        if have is None or tuple(have.shape) != tuple(value.shape):
-            arrived[target] = value               # the gate reports it as unexpected / shape-mismatched
-        elif target not in d2_missing and torch.equal(have.detach().cpu(), value.to(have.dtype)):
-            arrived[target] = value
-        else:
-            notes.append(f"{key}: DetectionCheckpointer did not put it into {target}")
-    if inc is not None:
-        notes.append(f"DetectionCheckpointer: {len(inc.missing_keys)} model keys without weights (whole model), "
-                     f"{len(inc.unexpected_keys)} unused file keys, {len(inc.incorrect_shapes)} shape skips")
-    # a BN step counter may find no target (FrozenBatchNorm2d has none, with MODEL.BACKBONE.FREEZE_AT > 0)
-    return load_with_report(model, arrived, allow_missing=allow_missing, allow_unexpected=COUNTER_KEYS,
-                            report_path=report_path, prefixes=prefixes, source=str(pkl), notes=notes)
+    prefix = next((n + "." for n, m in model.named_modules() if isinstance(m, FeatureBackbone)), None)
+    if prefix is not None:
+        return load_exported(model, loaded, report_path=report_path, source=source, prefix=prefix)
+    sd, _meta, notes = loaded
+    d2, more = resnet_to_d2(sd, source)
+    plan, prefixes, allow_missing = native_targets(model, d2.keys())
+    return load_with_report(model, {plan[k]: v for k, v in d2.items()}, allow_missing=allow_missing,
+                            allow_unexpected=COUNTER_KEYS, report_path=report_path, prefixes=prefixes, source=source,
+                            notes=[*notes, *more])

@@ -10,8 +10,10 @@ world's coco/). Trailing KEY VALUE pairs override the config (detectron2 syntax,
 (one process per GPU; under SLURM start one `python -m transfer.detectron2.train` per node with its
 --machine-rank and a shared --dist-url tcp://HOST:PORT).
 
-The run folder D (default runs/detectron2/<config>): config.yaml, log.txt, metrics.jsonl, TensorBoard events,
-backbone_d2.pkl (the converted weights), load_report.json, model_final.pth, inference/, result.json.
+The weights are read and loaded in memory through the gate (transfer/detectron2/gate.py): an exported backbone
+of any family for the exported_* / vit_* configs (MODEL.EXPORTED.* filled from its sidecar), a ResNet for the
+native-ResNet MoCo configs. The run folder D (default runs/detectron2/<config>): config.yaml, log.txt,
+metrics.jsonl, TensorBoard events, load_report.json, model_final.pth, inference/, result.json.
 A folder with result.json is complete (nothing is done); one with a detectron2 `last_checkpoint` resumes from it.
 On one process every SyncBN becomes BN and without CUDA the model runs on CPU with AMP off: see
 configs.adapt_to_runtime; the changes are logged and listed in result.json under runtime_changes.
@@ -32,7 +34,6 @@ import torch
 from transfer.detectron2.configs import CONFIGS, adapt_to_runtime, get_config
 
 logger = logging.getLogger("a2mim.detectron2")
-VIT_BACKBONE = "build_a2mim_vit_sfp_backbone"
 
 
 class DataLayoutError(FileNotFoundError):
@@ -61,18 +62,8 @@ def preflight_coco(root: str | Path) -> None:
     rep.raise_if_bad()
 
 
-# config name -> the protocol id of benchmarks/reference.yaml (the others have no published row)
-PROTOCOL_IDS = {"r50_c4_2x": "maskrcnn-c4-ms2x", "vit_base_sfp": "maskrcnn-vit"}
-
-
-def result_protocol(config: str, opts: list[str]) -> str:
-    """Protocol id for result.json; command-line overrides make it '+opts' (never set beside a paper number)."""
-    return PROTOCOL_IDS.get(config, config) + ("+opts" if opts else "")
-
-
-def result_dataset(root: str | Path) -> str:
-    """'toy_coco' for the generated toy world (benchmarks/toydata.py marks its root), else 'coco2017'."""
-    return "toy_coco" if (Path(root).resolve().parent / "toyworld.json").is_file() else "coco2017"
+# config name -> the recipe id of benchmarks/reference.yaml (the others are their own)
+RECIPE_IDS = {"r50_c4_2x": "maskrcnn-c4-ms2x", "vit_base_sfp": "maskrcnn-vit-sfp"}
 
 
 def coco_num_classes(ann: Path) -> int:
@@ -101,22 +92,28 @@ def register_coco(root: str | Path) -> tuple[str, str]:
 
 
 def _trainer_class():
-    """DefaultTrainer with: AdamW + layer decay (SOLVER.OPTIMIZER ADAMW), COCOEvaluator, metrics.jsonl."""
+    """DefaultTrainer with: AdamW + layer decay (SOLVER.OPTIMIZER ADAMW, transfer.param_groups), COCOEvaluator,
+    metrics.jsonl."""
     from detectron2.engine import DefaultTrainer
     from detectron2.evaluation import COCOEvaluator
     from detectron2.solver.build import maybe_add_gradient_clipping
     from detectron2.utils.events import CommonMetricPrinter, JSONWriter, TensorboardXWriter
 
-    from transfer.detectron2.modeling import vit_param_groups
+    from transfer.backbones import FeatureBackbone
+    from transfer.param_groups import param_groups
 
     class Trainer(DefaultTrainer):
         @classmethod
         def build_optimizer(cls, cfg, model):
             if cfg.SOLVER.OPTIMIZER != "ADAMW":
                 return super().build_optimizer(cfg, model)
-            vit = getattr(getattr(model.backbone, "net", None), "vit", None)
-            depth = len(vit.blocks) if vit is not None else 0   # no ViT: plain AdamW groups (decay has no layers)
-            groups = vit_param_groups(model, cfg.SOLVER.BASE_LR, cfg.SOLVER.WEIGHT_DECAY, cfg.SOLVER.LAYER_DECAY, depth)
+            fb = next(((n + ".", m) for n, m in model.named_modules() if isinstance(m, FeatureBackbone)), None)
+            decay = cfg.SOLVER.LAYER_DECAY if fb is not None and cfg.SOLVER.LAYER_DECAY != 1.0 else None
+            groups = param_groups(model, cfg.SOLVER.WEIGHT_DECAY, decay, body=fb[1].body if fb else None,
+                                  prefix=f"{fb[0]}body." if fb else "")
+            for g in groups:
+                g["lr"] = cfg.SOLVER.BASE_LR * g.pop("lr_scale")
+                g.pop("param_names"), g.pop("group_name")
             opt = torch.optim.AdamW(groups, lr=cfg.SOLVER.BASE_LR, betas=tuple(cfg.SOLVER.BETAS),
                                     weight_decay=cfg.SOLVER.WEIGHT_DECAY)
             return maybe_add_gradient_clipping(cfg, opt)
@@ -133,14 +130,41 @@ def _trainer_class():
     return Trainer
 
 
+def fill_backbone(cfg, sd: dict, meta: dict, config: str, weights: str) -> None:
+    """MODEL.EXPORTED.* from the sidecar (contract configs) or MODEL.RESNETS.DEPTH (native-ResNet configs);
+    a family the config cannot take is an error naming both."""
+    from transfer.detectron2.configs import EXPORTED_BACKBONE
+    from transfer.detectron2.convert import backbone_kind, resnet_depth
+
+    if cfg.MODEL.BACKBONE.NAME == EXPORTED_BACKBONE:
+        e = cfg.MODEL.EXPORTED
+        if not meta.get("timm_name"):
+            raise ValueError(f"--config {config} builds the backbone from the weights' sidecar, but {weights} has "
+                             f"none naming the architecture (python -m pretrain.export writes it)")
+        if meta.get("kind") != e.KIND:
+            raise ValueError(f"--config {config} needs {e.KIND.upper()} weights, but {weights} holds a "
+                             f"{meta.get('kind')} backbone ({meta['timm_name']})")
+        e.TIMM_NAME, e.TIMM_KWARGS = meta["timm_name"], json.dumps(meta.get("timm_kwargs") or {}, sort_keys=True)
+        return
+    if backbone_kind(sd, weights) != "resnet":
+        raise ValueError(f"--config {config} uses detectron2's native ResNet, but {weights} holds a "
+                         f"{meta.get('timm_name') or 'non-ResNet'} backbone; use exported_fpn_1x (CNNs) or vit_base_sfp")
+    depth = cfg.MODEL.RESNETS.DEPTH = resnet_depth(sd, weights)
+    if depth < 50:              # basic blocks: detectron2 builds them with 64 res2 channels, and has no basic res5 head
+        if "Res5" in cfg.MODEL.ROI_HEADS.NAME:
+            raise ValueError(f"--config {config} puts res5 in the RoI head (C4), which detectron2 builds from bottleneck "
+                             f"blocks only; {weights} is a ResNet-{depth}: use r50_fpn_1x or exported_fpn_1x")
+        cfg.MODEL.RESNETS.RES2_OUT_CHANNELS = 64
+
+
 def setup(args) -> tuple:
-    """Config for this process (after launch): datasets, output dir, runtime changes, converted weights."""
+    """Config for this process (after launch): datasets, output dir, runtime changes, the weights read."""
     from detectron2.engine import default_setup
     from detectron2.utils import comm
     from detectron2.utils.logger import setup_logger
 
-    from transfer.detectron2 import modeling  # noqa: F401  (registers the ViT backbone and the C4 head)
-    from transfer.detectron2.convert import convert, read_pkl
+    from transfer.detectron2 import modeling  # noqa: F401  (registers the exported backbone and the C4 head)
+    from transfer.weights import read_backbone_weights
 
     cfg = get_config(args.config, args.opts)
     train, val = register_coco(args.data_root)
@@ -153,21 +177,9 @@ def setup(args) -> tuple:
         changes.append(f"MODEL.ROI_HEADS.NUM_CLASSES: {cfg.MODEL.ROI_HEADS.NUM_CLASSES} -> {n} "
                        f"(categories in {val_ann})")
         cfg.MODEL.ROI_HEADS.NUM_CLASSES = n
-    pkl = Path(args.output_dir) / "backbone_d2.pkl"
-    if comm.get_local_rank() == 0:   # once per machine (the run folder need not be on a shared file system)
-        pkl.parent.mkdir(parents=True, exist_ok=True)
-        convert(args.weights, pkl, img_size=cfg.MODEL.VIT.IMG_SIZE)
-    comm.synchronize()
-    info = read_pkl(pkl)["a2mim"]
-    is_vit_cfg = cfg.MODEL.BACKBONE.NAME == VIT_BACKBONE
-    if is_vit_cfg != (info["kind"] == "vit"):
-        raise ValueError(f"--config {args.config} needs {'ViT' if is_vit_cfg else 'ResNet'} weights, "
-                         f"but {args.weights} holds a {info['kind']} backbone")
-    if is_vit_cfg and info.get("preset"):
-        cfg.MODEL.VIT.PRESET = info["preset"]     # the architecture the weights were exported from
-    elif not is_vit_cfg:
-        cfg.MODEL.RESNETS.DEPTH = info["depth"]
-    cfg.MODEL.WEIGHTS = str(pkl)
+    loaded = read_backbone_weights(args.weights)
+    fill_backbone(cfg, loaded[0], loaded[1], args.config, str(args.weights))
+    cfg.MODEL.WEIGHTS = ""                     # weights come through the gate only (gate.load_backbone)
     cfg.freeze()
     # several runs in one process (tests, drivers): each logs to its own folder only. detectron2's setup_logger is
     # lru-cached per arguments, so its cache is cleared with the old handlers.
@@ -178,17 +190,18 @@ def setup(args) -> tuple:
     setup_logger(cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name=logger.name, abbrev_name="a2mim")
     for c in changes:
         logger.info("runtime change: %s", c)
-    return cfg, info, changes
+    return cfg, loaded, changes
 
 
 def run(args) -> dict | None:
     """One process of the job (detectron2's launch calls it once per GPU)."""
     from detectron2.utils import comm
 
-    from transfer.detectron2.gate import load_pkl_with_gate
-    from transfer.results import write_result
+    from transfer.detectron2.gate import load_backbone
+    from transfer.results import identity, pretrain_label, pretrain_seed, result_dataset, write_result
 
-    cfg, info, changes = setup(args)
+    cfg, loaded, changes = setup(args)
+    meta = loaded[1]
     out = Path(cfg.OUTPUT_DIR)
     trainer = _trainer_class()(cfg)
     if comm.all_gather((out / "last_checkpoint").exists())[0]:   # rank 0 decides (resuming needs a shared folder)
@@ -197,7 +210,7 @@ def run(args) -> dict | None:
         trainer.resume_or_load(resume=True)
     else:
         report = out / "load_report.json" if comm.is_main_process() else None
-        rep = load_pkl_with_gate(trainer.model, cfg.MODEL.WEIGHTS, report_path=report)
+        rep = load_backbone(trainer.model, loaded, report_path=report, source=str(args.weights))
         logger.info("load gate passed: %s", rep.counts)
     trainer.train()
     if not comm.is_main_process():
@@ -209,12 +222,15 @@ def run(args) -> dict | None:
                for name, ap in (("mAP", "AP"), ("mAP_50", "AP50"), ("mAP_75", "AP75"))}
     if any(math.isnan(v) for v in metrics.values()):
         logger.warning("some COCO metrics are NaN (the model made no predictions): %s", metrics)
-    backbone = info.get("preset") or (f"resnet{info['depth']}" if info["kind"] == "resnet" else cfg.MODEL.VIT.PRESET)
-    write_result(out, task="coco_det", framework="detectron2", dataset=result_dataset(args.data_root),
-                 backbone=backbone, method=info.get("method") or "unknown", metrics=metrics, weights=str(args.weights),
-                 config=str(out / "config.yaml"), protocol=result_protocol(args.config, args.opts), data_root=str(Path(args.data_root).resolve()),
-                 load_report=str(out / "load_report.json"), iterations=cfg.SOLVER.MAX_ITER,
-                 world_size=comm.get_world_size(), runtime_changes=changes)
+    backbone = meta.get("preset") or (meta.get("timm_name") or f"resnet{cfg.MODEL.RESNETS.DEPTH}")
+    ident = identity(task="coco_det", dataset=result_dataset(args.data_root, "coco2017"), framework="detectron2",
+                     recipe=RECIPE_IDS.get(args.config, args.config), backbone=backbone,
+                     method=meta.get("method") or ("a2mim" if meta.get("format") == "openmixup" else "unknown"),
+                     pretrain=pretrain_label(meta), markers=["opts"] if args.opts else [])
+    write_result(out, **ident, metrics=metrics, weights=str(args.weights), config=str(out / "config.yaml"),
+                 data_root=str(Path(args.data_root).resolve()), load_report=str(out / "load_report.json"),
+                 iterations=cfg.SOLVER.MAX_ITER, world_size=comm.get_world_size(), runtime_changes=changes,
+                 pretrain_seed=pretrain_seed(meta))
     return metrics
 
 
@@ -256,7 +272,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         launch(run, args.num_gpus, num_machines=args.num_machines, machine_rank=args.machine_rank,
                dist_url=args.dist_url, args=(args,))
-    except (ValueError, FileNotFoundError, IncompleteLoadError) as e:   # kind mismatch, conversion, load gate
+    except (ValueError, FileNotFoundError, IncompleteLoadError) as e:   # kind mismatch, weights, load gate
         print(f"error: {e}", file=sys.stderr)
         return 2
     return 0

@@ -41,7 +41,7 @@ def _device(name: str):
     return torch.device(name)
 
 
-def run(cfg, recipe_changed: bool = False) -> Path:
+def run(cfg, markers=()) -> Path:
     import torch
 
     from pretrain.config import to_yaml
@@ -97,7 +97,7 @@ def run(cfg, recipe_changed: bool = False) -> Path:
     recipe = cfg.run.recipe or "frozen"
     ident = identity(task=TASKS[cfg.run.protocol], dataset=dataset, framework="a2mim-suite", recipe=recipe,
                      backbone=meta.get("preset") or meta["timm_name"], method=meta.get("method") or "unknown",
-                     pretrain=pretrain_label(meta), markers=["overrides"] if recipe_changed else [])
+                     pretrain=pretrain_label(meta), markers=markers)
     write_result(out, **ident, metrics={k: v for k, v in metrics.items() if k in ("top1", "top5", "train_top1")},
                  weights=cfg.model.weights, config=str(out / "config.yaml"), seed=cfg.run.seed,
                  pretrain_seed=pretrain_seed(meta), num_classes=num_classes,
@@ -135,9 +135,8 @@ def main(argv: list[str] | None = None) -> int:
         cfg = load_config(config, [*over, *args.overrides])
         if cfg.run.recipe is None:
             cfg.run.recipe = config.stem
-        changed = any(not o.split("=", 1)[0].startswith(("run.", "data.root", "data.num_workers", "data.batch"))
-                      for o in args.overrides)
-        run(cfg, recipe_changed=changed)
+        from transfer.results import override_markers
+        run(cfg, markers=override_markers(args.overrides))
     except (ConfigError, DataError, IncompleteLoadError, WeightsFormatError, ExportFormatError, FileNotFoundError,
             ValueError) as e:
         print(f"error: {type(e).__name__}: {e}", file=sys.stderr)

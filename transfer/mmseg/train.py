@@ -12,7 +12,8 @@ import json
 import sys
 from pathlib import Path
 
-from transfer.openmmlab_common import ConfigError, DataLayoutError, Framework, _datasets, cli, run
+from transfer.datacheck import config_datasets
+from transfer.openmmlab_common import ConfigError, DataLayoutError, Framework, cli, run
 
 
 def apply_classes_json(cfg) -> None:
@@ -20,7 +21,7 @@ def apply_classes_json(cfg) -> None:
     name = cfg.get("classes_json")
     if not name:
         return
-    roots = {Path(ds.get("data_root") or ".") for _, ds in _datasets(cfg)}
+    roots = {Path(ds.get("data_root") or ".") for _, ds in config_datasets(cfg)}
     cands = [c for r in sorted(roots) for c in (r / name, r.parent / name)]
     path = next((c for c in cands if c.is_file()), None)
     if path is None:
@@ -41,7 +42,7 @@ def apply_classes_json(cfg) -> None:
                 raise ConfigError(f"model.{head}.num_classes is {one.get('num_classes')}, but {path} lists "
                                   f"{len(classes)} classes")
     meta = dict(classes=classes, **({"palette": palette} if palette is not None else {}))
-    for _, ds in _datasets(cfg):
+    for _, ds in config_datasets(cfg):
         ds["metainfo"] = meta
         ds["reduce_zero_label"] = reduce_zero
         for t in ds.get("pipeline") or []:

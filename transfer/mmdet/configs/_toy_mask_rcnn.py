@@ -8,7 +8,7 @@
 #   - SGD 0.02 momentum 0.9 wd 1e-4, batch 4, `max_iters` iterations: 50-iteration linear warm-up, x0.1 at 80 %
 #   - evaluation once, at the end, on every val image with mmdet's CocoMetric (bbox + segm)
 #   - no checkpoints (a run takes about a minute on 2 cores; an interrupted one starts again)
-# The backbone configs (toy_mask_rcnn_r18_fpn.py, toy_mask_rcnn_vit_tiny_sfp.py) set backbone/neck/optimiser.
+# The backbone configs (toy_mask_rcnn_fpn.py: any CNN, toy_mask_rcnn_sfp.py: any ViT) set backbone/neck/optimiser.
 _base_ = [
     'mmdet::_base_/models/mask-rcnn_r50_fpn.py',
     'mmdet::_base_/datasets/coco_instance.py',

@@ -1,9 +1,9 @@
 # Mask R-CNN ViT-B with a ViTDet-style simple feature pyramid, 1x (spec §5; A²MIM's COCO ViT-B row:
 # 49.4 / 43.5 AP). The official A²MIM config fed single-stride ViT features to an FPN; here the last block's
 # stride-16 map goes through SimpleFeaturePyramid (deconv x4 / deconv x2 / identity / maxpool, + P6) as in
-# ViTDet. Backbone: the project's timm Beit (A2MIMViT: rel-pos bias + abs pos + LayerScale), input padded to
-# 1024x1024 (pos-embed and rel-pos tables resized from 224 when the gate loads them), drop path 0.1, no final
-# norm. Data: ViTDet large-scale jitter (1024, ratio 0.1-2.0). Optimiser: AdamW lr 3e-4, wd 0.05 (none on
+# ViTDet. Backbone: the backbone contract (ExportedBackbone: the weights' timm Beit, rel-pos bias + abs pos +
+# LayerScale), input padded to 1024x1024 (pos-embed and rel-pos tables resized from 224 when the gate loads them),
+# drop path 0.1, no final norm. Data: ViTDet large-scale jitter (1024, ratio 0.1-2.0). Optimiser: AdamW lr 3e-4, wd 0.05 (none on
 # norms, biases, pos_embed, cls_token, rel-pos tables, LayerScale), layer-wise lr decay 0.7 (ViTDet's
 # ViT-B value; the paper does not state one), 12 epochs, steps 9 and 11 (official config), 4conv1fc SyncBN
 # box head, SyncBN mask head, 2-conv RPN (ViTDet).
@@ -19,9 +19,9 @@ benchmark = dict(protocol='maskrcnn-vit')   # result.json protocol id (benchmark
 image_size = 1024
 norm_cfg = dict(type='SyncBN', requires_grad=True)
 model = dict(
-    backbone=dict(_delete_=True, type='A2MIMViT', preset='vit_base', img_size=image_size, out_indices=(11,),
-                  drop_path_rate=0.1, final_norm=False),
-    neck=dict(_delete_=True, type='SimpleFeaturePyramid', in_channels=768, out_channels=256,
+    backbone=dict(_delete_=True, type='ExportedBackbone', img_size=image_size, out_indices=(-1,), drop_path=0.1,
+                  final_norm=False),
+    neck=dict(_delete_=True, type='SimpleFeaturePyramid', in_channels='from_backbone[-1]', out_channels=256,
               scale_factors=(4.0, 2.0, 1.0, 0.5), num_outs=5, norm_cfg=dict(type='LN2d-timm')),
     rpn_head=dict(num_convs=2),
     roi_head=dict(

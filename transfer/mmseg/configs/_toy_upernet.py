@@ -7,7 +7,7 @@
 #     distortion; test on the whole 96 px image; IoUMetric mIoU over every val image, once, at the end
 #   - UPerHead + auxiliary FCN head (weight 0.4) with 64 channels, BN; batch 4, `max_iters` iterations
 #   - no checkpoints (a run takes about a minute on 2 cores; an interrupted one starts again)
-# The backbone configs (toy_upernet_r18.py, toy_upernet_vit_tiny.py) set backbone/neck/optimiser.
+# The backbone configs (toy_upernet.py: any CNN, toy_upernet_vit.py: any ViT) set backbone/neck/optimiser.
 _base_ = [
     'mmseg::_base_/models/upernet_r50.py',
     'mmseg::_base_/datasets/ade20k.py',

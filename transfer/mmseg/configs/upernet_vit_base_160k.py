@@ -1,5 +1,5 @@
-# UperNet ViT-B on ADE20K (spec §5; A²MIM's ADE20K ViT-B row: 49.0 mIoU): the project's timm Beit
-# (A2MIMViT, transfer/openmmlab_models.py) at 512x512 (pos-embed / rel-pos tables resized from 224 by the
+# UperNet ViT-B on ADE20K (spec §5; A²MIM's ADE20K ViT-B row: 49.0 mIoU): the weights' timm Beit through the
+# backbone contract (ExportedBackbone, transfer/backbones.py) at 512x512 (pos-embed / rel-pos tables resized from 224 by the
 # load gate), features of blocks 3/5/7/11 rescaled x4/x2/x1/x0.5 by mmseg's Feature2Pyramid, UPerHead
 # (768 channels) + auxiliary FCN head (weight 0.4), SyncBN in neck/heads, drop path 0.1, no final norm.
 # AdamW lr 1e-4, wd 0.05 (none on norms, biases, pos_embed, cls_token, rel-pos tables, LayerScale),
@@ -18,11 +18,11 @@ crop_size = (512, 512)
 model = dict(
     data_preprocessor=dict(size=crop_size),
     pretrained=None,
-    backbone=dict(_delete_=True, type='A2MIMViT', preset='vit_base', img_size=512, out_indices=(3, 5, 7, 11),
-                  drop_path_rate=0.1, final_norm=False),
-    neck=dict(embed_dim=768, rescales=[4, 2, 1, 0.5]),
-    decode_head=dict(in_channels=[768, 768, 768, 768], channels=768, num_classes=150),
-    auxiliary_head=dict(in_channels=768, num_classes=150),
+    backbone=dict(_delete_=True, type='ExportedBackbone', img_size=512, out_indices=(3, 5, 7, 11), drop_path=0.1,
+                  final_norm=False),
+    neck=dict(embed_dim='from_backbone[-1]', rescales=[4, 2, 1, 0.5]),
+    decode_head=dict(in_channels='from_backbone', channels=768, num_classes=150),
+    auxiliary_head=dict(in_channels='from_backbone[2]', num_classes=150),
     test_cfg=dict(mode='slide', crop_size=crop_size, stride=(341, 341)))
 
 optim_wrapper = dict(
