@@ -4,26 +4,21 @@ load_config(yaml_path, ["optim.lr=1e-3", ...]) -> PretrainConfig (a plain datacl
 Strict: an unknown key fails naming the nearest valid key; a value of the wrong type fails naming the key
 and the expected type; enumerated strings (method, precision, ...) fail naming the allowed values.
 to_yaml(cfg) is the resolved text written to <run>/config.yaml and into every checkpoint.
-StrictSchema holds the strict loader for any dataclass tree; PRETRAIN is the pre-training one, and
-transfer/classification/config.py builds its own from the shared LoopRunConfig / ScheduleConfig sections.
+StrictSchema (pretrain/schema.py) holds the strict loader for any dataclass tree; PRETRAIN is the pre-training
+one, and transfer/classification/config.py builds its own from the shared LoopRunConfig / ScheduleConfig sections.
 """
 from __future__ import annotations
 
 import dataclasses
-import difflib
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Dict, List, Optional
 
 from omegaconf import MISSING, OmegaConf
-from omegaconf.errors import OmegaConfBaseException
 
 from pretrain.models.presets import BackbonePreset, LossPreset, get_preset
-
-
-class ConfigError(ValueError):
-    """A bad config file or override; the message names the key and what was expected."""
+from pretrain.schema import (ConfigError, StrictSchema, at_least, crop_checks, loop_run_checks, optim_checks,
+                             to_dict, to_yaml, within)
 
 
 @dataclass
@@ -54,8 +49,9 @@ class ModelConfig:
 
 @dataclass
 class DataConfig:
-    root: str = MISSING                   # folder (imagenet_folder / image_folder) or a text file (file_list)
-    kind: str = "imagenet_folder"         # imagenet_folder (root/<split>/<wnid>/*) | image_folder | file_list
+    root: str = MISSING                   # folder (imagenet_folder / image_folder / shards) or a text file (file_list)
+    kind: str = "imagenet_folder"         # imagenet_folder (root/<split>/<wnid>/*) | image_folder | file_list |
+                                          # shards (WebDataset tars + index.json from `python -m pretrain.shard`)
     split: str = "train"                  # imagenet_folder only
     rrc_scale: List[float] = field(default_factory=lambda: [0.8, 1.0])
     rrc_ratio: List[float] = field(default_factory=lambda: [3 / 4, 4 / 3])
@@ -64,6 +60,14 @@ class DataConfig:
     num_workers: int = 8                  # per process
     skip_budget: int = 100                # unreadable images tolerated per run before it fails
     max_image_pixels: Optional[int] = None  # decompression-bomb limit; None: PIL's Image.MAX_IMAGE_PIXELS
+    # where images are decoded and augmented: pil (workers, PIL; the CPU default) | torchcodec (on run.device, nvJPEG
+    # on CUDA) | dali (NVIDIA DALI, mixed decoder on CUDA, CPU-only pipeline on CPU); crops, flips and masks are drawn
+    # per sample on the host from the sample's own seed on every backend (pretrain/gpu_data.py)
+    backend: str = "pil"
+    dali_threads: int = 4                 # host threads of the DALI pipeline (backend=dali)
+    prefetch_factor: int = 2              # batches each worker loads ahead (num_workers > 0)
+    pin_memory: bool = True               # page-locked batches when training on CUDA
+    persistent_workers: bool = True       # one set of workers for the whole run (num_workers > 0)
 
 
 @dataclass
@@ -104,17 +108,25 @@ class LoopRunConfig:
     seed: int = 0
     batch_per_gpu: int = 256              # per process (pre-training: the frequency loss averages spectra over it)
     accum_steps: int = 1                  # global batch = batch_per_gpu * world_size * accum_steps
-    precision: str = "fp32"               # fp32 | bf16 | fp16 (GradScaler)
+    precision: str = "fp32"               # fp32 | bf16 | fp16 (GradScaler); on a CPU: fp32 unless run.cpu_amp
     device: str = "auto"                  # auto | cpu | cuda
+    # fp16/bf16 autocast on a CPU device: false = run fp32 there, with one warning (CPU autocast with a GradScaler
+    # ran the fp16 R50 preset at 250 s/step vs 1.16 s in fp32); true = insist on the configured precision
+    cpu_amp: bool = False
     log_interval: int = 50                # optimizer steps
     ckpt_interval: int = 1000             # optimizer steps (a final checkpoint is always written)
     keep_last: int = 3                    # numbered checkpoints kept beside last.pt
     max_steps: Optional[int] = None       # stop early at this global step (tests, smoke runs)
     syncbn: bool = False                  # convert BatchNorm to SyncBatchNorm (multi-GPU CNNs)
     channels_last: bool = False
-    compile: bool = False                 # torch.compile the model
+    # torch.compile the training network: true | false | null = auto (on CUDA: compiled/eager 0.70 for the A²MIM R50
+    # bf16 step on an H100; eager on CPU); a compilation failure falls back to eager (pretrain/compile.py)
+    compile: Optional[bool] = None
     tensorboard: bool = True
     debug_nan_step: int = -1              # debug hook: the loss becomes NaN at this global step
+    # a checkpoint is refused when the largest |weight| grew by more than this factor since the last one (or the
+    # start): weights that exploded but are still finite (lr 1e10, a broken loss) never replace a good checkpoint
+    max_weight_growth: Optional[float] = 1000.0
 
 
 @dataclass
@@ -138,181 +150,14 @@ CHOICES = {
     "model.kind": ("cnn", "vit", None),
     "model.spatial_loss": ("focal_l1", "l1", None),
     "model.vit_init": ("official", "timm"),
-    "data.kind": ("imagenet_folder", "image_folder", "file_list"),
+    "data.kind": ("imagenet_folder", "image_folder", "file_list", "shards"),
     "data.interpolation": ("bilinear", "bicubic"),
+    "data.backend": ("pil", "torchcodec", "dali"),
     "optim.name": ("adamw", "lamb"),
     "schedule.kind": ("cosine", "step"),
     "run.precision": ("fp32", "bf16", "fp16"),
     "run.device": ("auto", "cpu", "cuda"),
 }
-
-
-def _leaf_types(cls, prefix: str = "") -> dict[str, Any]:
-    """Every valid dotted key -> its annotation. Dict fields are leaves (their content is free-form)."""
-    out = {}
-    hints = typing.get_type_hints(cls)
-    for f in dataclasses.fields(cls):
-        key, tp = prefix + f.name, hints[f.name]
-        if dataclasses.is_dataclass(tp):
-            out.update(_leaf_types(tp, key + "."))
-        else:
-            out[key] = tp
-    return out
-
-
-def _type_name(tp) -> str:
-    """int, float or null, list of float, mapping, ..."""
-    origin, args = typing.get_origin(tp), typing.get_args(tp)
-    if origin is typing.Union:
-        return " or ".join(_type_name(a) for a in args if a is not type(None)) + " or null"
-    if origin in (list, List):
-        return f"list of {_type_name(args[0])}"
-    if origin in (dict, Dict):
-        return "mapping"
-    return "any" if tp is Any else getattr(tp, "__name__", str(tp))
-
-
-def _get(obj, key: str):
-    for part in key.split("."):
-        obj = getattr(obj, part)
-    return obj
-
-
-class StrictSchema:
-    """Strict YAML + key=value loading of one structured-config dataclass tree (shared by every entry point).
-
-    root: the top dataclass (sections are dataclass-typed fields, any depth); choices: dotted key -> allowed
-    values; checks(cfg) -> [(key, ok, expected)]: range checks, reported as "config key 'k' = v; expected ...".
-    """
-
-    def __init__(self, root: type, choices: dict[str, tuple], checks: Callable[[Any], list] = lambda cfg: [],
-                 extra: Callable[[Any], None] = lambda cfg: None):
-        self.root, self.choices, self.checks, self.extra = root, dict(choices), checks, extra
-        self.leaf_types = _leaf_types(root)
-        self.sections = {k.rsplit(".", i)[0] for k in self.leaf_types for i in range(1, k.count(".") + 1)}
-
-    # ---- key checks
-    def unknown(self, key: str, where: str) -> ConfigError:
-        valid = list(self.leaf_types) + sorted(self.sections)
-        near = difflib.get_close_matches(key, valid, n=1, cutoff=0.5)
-        if not near:  # a misspelled leaf under a correct section: compare the leaf names there
-            sect = key.rsplit(".", 1)[0]
-            near = difflib.get_close_matches(key, [k for k in self.leaf_types if k.startswith(sect + ".")], n=1,
-                                             cutoff=0.3)
-        hint = f" (did you mean '{near[0]}'?)" if near else ""
-        return ConfigError(f"{where}: unknown config key '{key}'{hint}")
-
-    def check_keys(self, d: Any, where: str, prefix: str = "") -> None:
-        if not isinstance(d, dict):
-            raise ConfigError(f"{where}: expected a mapping at '{prefix.rstrip('.') or '<top>'}', "
-                              f"got {type(d).__name__}")
-        for k, v in d.items():
-            key = prefix + str(k)
-            if key in self.leaf_types:
-                continue
-            if key in self.sections:
-                self.check_keys(v, where, key + ".")
-            else:
-                raise self.unknown(key, where)
-
-    def merge(self, base, other, where: str):
-        try:
-            return OmegaConf.merge(base, other)
-        except OmegaConfBaseException as e:
-            key = getattr(e, "full_key", None) or "?"
-            msg = str(e).splitlines()[0]
-            tp = self.leaf_types.get(key)
-            expected = f"; expected {_type_name(tp)}" if tp is not None else ""
-            raise ConfigError(f"{where}: bad value for config key '{key}': {msg}{expected}") from None
-
-    def parse_override(self, item: str):
-        if "=" not in item:
-            raise ConfigError(f"override '{item}': expected key=value (e.g. optim.lr=1e-3)")
-        key = item.split("=", 1)[0].strip()
-        if key not in self.leaf_types:
-            if key in self.sections:
-                raise ConfigError(f"override '{item}': '{key}' is a section; set one of its keys "
-                                  f"(e.g. {key}.<name>=...)")
-            raise self.unknown(key, f"override '{item}'")
-        try:
-            return OmegaConf.from_dotlist([item])
-        except OmegaConfBaseException as e:
-            raise ConfigError(f"override '{item}': cannot parse ({str(e).splitlines()[0]})") from None
-
-    def check_choices(self, cfg, prefix: str = "") -> None:
-        """Enumerated strings; with prefix (e.g. 'model.') only the keys under it, cfg being that section."""
-        for key, allowed in self.choices.items():
-            if not key.startswith(prefix):
-                continue
-            val = _get(cfg, key[len(prefix):])
-            if val not in allowed:
-                shown = [a for a in allowed if a is not None]
-                near = difflib.get_close_matches(str(val), shown, n=1)
-                hint = f" (did you mean '{near[0]}'?)" if near else ""
-                raise ConfigError(f"config key '{key}' = {val!r}{hint}; expected one of {shown}")
-
-    def validate(self, cfg):
-        """choices, then extra(cfg) (raises ConfigError itself), then the range checks."""
-        self.check_choices(cfg)
-        self.extra(cfg)
-        for key, ok, expected in self.checks(cfg):
-            if not ok:
-                raise ConfigError(f"config key '{key}' = {_get(cfg, key)!r}; expected {expected}")
-        return cfg
-
-    # ---- loading
-    def load(self, path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()):
-        """Defaults <- YAML preset <- key=value overrides, strictly checked; returns a root dataclass instance."""
-        cfg = OmegaConf.structured(self.root)
-        if path is not None:
-            path = Path(path)
-            if not path.is_file():
-                raise ConfigError(f"config file not found: {path}")
-            try:
-                raw = OmegaConf.load(path)
-            except Exception as e:  # yaml scanner/parser errors
-                raise ConfigError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
-            if raw is not None and len(raw):
-                self.check_keys(OmegaConf.to_container(raw), str(path))
-                cfg = self.merge(cfg, raw, str(path))
-        for item in overrides:
-            cfg = self.merge(cfg, self.parse_override(item), f"override '{item}'")
-        missing = [k for k in self.leaf_types
-                   if OmegaConf.is_missing(OmegaConf.select(cfg, k.rsplit(".", 1)[0]), k.rsplit(".", 1)[1])]
-        if missing:
-            raise ConfigError(f"config keys without a value: {missing} (set them in the YAML or as key=value)")
-        try:
-            obj = OmegaConf.to_object(cfg)
-        except OmegaConfBaseException as e:
-            raise ConfigError(f"config: {str(e).splitlines()[0]}") from None
-        return self.validate(obj)
-
-    def from_yaml_text(self, text: str, where: str = "checkpoint config"):
-        """Parse a resolved config text (from a checkpoint or config.yaml) back into the root dataclass."""
-        raw = OmegaConf.create(text)
-        self.check_keys(OmegaConf.to_container(raw), where)
-        return self.validate(OmegaConf.to_object(self.merge(OmegaConf.structured(self.root), raw, where)))
-
-    def changed_keys(self, old_text: str, new_text: str) -> list[str]:
-        """Dotted keys whose values differ between two resolved config texts (e.g. a checkpoint's and this run's)."""
-        def flat(d, prefix=""):
-            out = {}
-            for k, v in d.items():
-                out.update(flat(v, f"{prefix}{k}.") if isinstance(v, dict) and f"{prefix}{k}" in self.sections else
-                           {f"{prefix}{k}": v})
-            return out
-        a = flat(OmegaConf.to_container(OmegaConf.create(old_text)))
-        b = flat(OmegaConf.to_container(OmegaConf.create(new_text)))
-        return sorted(k for k in a.keys() | b.keys() if a.get(k) != b.get(k))
-
-
-def to_yaml(cfg) -> str:
-    """The resolved text of any structured config (written to <run>/config.yaml and into every checkpoint)."""
-    return OmegaConf.to_yaml(OmegaConf.structured(cfg), resolve=True)
-
-
-def to_dict(cfg) -> dict:
-    return OmegaConf.to_container(OmegaConf.structured(cfg), resolve=True)
 
 
 def _pretrain_checks(cfg: PretrainConfig) -> list:
@@ -324,7 +169,10 @@ def _pretrain_checks(cfg: PretrainConfig) -> list:
         ("run.image_interval", cfg.run.image_interval >= 0, "an integer >= 0"),
         ("run.keep_last", cfg.run.keep_last >= 0, "an integer >= 0"),
         ("model.mask_ratio", 0.0 < cfg.model.mask_ratio < 1.0, "in (0, 1)"),
-        ("model.input_size", cfg.model.input_size % cfg.model.mask_patch == 0, "a multiple of model.mask_patch"),
+        ("model.mask_patch", cfg.model.mask_patch >= 1, "an integer >= 1"),
+        ("model.input_size", cfg.model.input_size >= 1, "an integer >= 1"),
+        ("model.input_size", cfg.model.mask_patch >= 1 and cfg.model.input_size % cfg.model.mask_patch == 0,
+         "a multiple of model.mask_patch"),
         ("data.rrc_scale", len(cfg.data.rrc_scale) == 2, "a list of 2 floats"),
         ("data.rrc_ratio", len(cfg.data.rrc_ratio) == 2, "a list of 2 floats"),
         ("optim.betas", len(cfg.optim.betas) == 2, "a list of 2 floats"),
@@ -332,12 +180,56 @@ def _pretrain_checks(cfg: PretrainConfig) -> list:
     ]
     if cfg.run.max_steps is not None:
         checks.append(("run.max_steps", cfg.run.max_steps >= 1, "an integer >= 1 or null"))
-    return checks + schedule_checks(cfg.schedule)
+    return checks + schedule_checks(cfg.schedule) + optim_checks(cfg.optim) + _paramwise_checks(cfg.optim.paramwise) + \
+        _model_checks(cfg.model) + [
+        *crop_checks(cfg.data), ("data.num_workers", cfg.data.num_workers >= 0, "an integer >= 0"),
+        at_least("data.prefetch_factor", cfg.data.prefetch_factor, 1), at_least("data.dali_threads", cfg.data.dali_threads, 1),
+        ("data.max_image_pixels", cfg.data.max_image_pixels is None or cfg.data.max_image_pixels >= 1,
+         "an integer >= 1 or null"),
+        *loop_run_checks(cfg.run), ("run.num_vis", cfg.run.num_vis >= 1, "an integer >= 1")]
+
+
+def _paramwise_checks(rules) -> list:
+    """optim.paramwise: {regex: {weight_decay: v >= 0, lr_mult: v >= 0}} (openmixup's paramwise_options)."""
+    import re
+    out = []
+    for pat, rule in (rules or {}).items():
+        key = f"optim.paramwise.{pat}"
+        try:
+            re.compile(pat)
+        except re.error as e:
+            out.append((key, False, f"a valid regular expression as the key ({e})", rule))
+            continue
+        bad = sorted(set(rule or {}) - {"weight_decay", "lr_mult"})
+        out.append((key, not bad and all(isinstance(v, (int, float)) and v >= 0 for v in (rule or {}).values()),
+                    "a mapping of weight_decay / lr_mult to numbers >= 0" + (f" (unknown {bad})" if bad else ""), rule))
+    return out
+
+
+def _model_checks(m: "ModelConfig") -> list:
+    p = resolve_preset(m)
+    stride = p.simmim_inject_stride if m.method == "simmim" else p.inject_stride
+    out = [within("model.drop_path", m.drop_path, 0, 1, hi_open=True, null=True),
+           at_least("model.mask_init", m.mask_init, 0, null=True),
+           at_least("model.freq_weight", m.freq_weight, 0, null=True),
+           at_least("model.unmask_weight", m.unmask_weight, 0, null=True),
+           ("model.mask_patch", m.mask_patch % stride == 0,
+            f"a multiple of the injection stride {stride} ({m.preset}, {m.method})"),
+           ("model.input_size", m.input_size % p.out_stride == 0,
+            f"a multiple of the backbone's output stride {p.out_stride} ({m.preset})")]
+    for key in ("inject_stride", "inject_channels", "out_stride", "out_channels"):
+        out.append(at_least(f"model.{key}", getattr(m, key), 1, null=True))
+    return out
 
 
 def schedule_checks(s: "ScheduleConfig") -> list:
     """Range checks of the shared schedule section (pre-training and classification)."""
-    out = [("schedule.epochs", s.epochs >= 1, "an integer >= 1")]
+    steps = list(s.step_epochs)
+    out = [("schedule.epochs", s.epochs >= 1, "an integer >= 1"),
+           at_least("schedule.min_lr", s.min_lr, 0), at_least("schedule.warmup_lr_init", s.warmup_lr_init, 0),
+           at_least("schedule.step_gamma", s.step_gamma, 0, strict=True),
+           ("schedule.step_epochs", all(0 <= e <= s.epochs for e in steps) and steps == sorted(steps),
+            "ascending epochs in [0, schedule.epochs]")]
     if s.budget_s is None:
         out.append(("schedule.warmup_epochs", 0 <= s.warmup_epochs < s.epochs, "in [0, schedule.epochs)"))
     else:

@@ -7,6 +7,11 @@ Images decode to 8-bit RGB via pretrain.imageio (16-bit, CMYK, palette/alpha con
 Unreadable images (truncated, zero-byte, not an image, decompression bombs) are skipped (warning naming the path),
 replaced by another index drawn from that sample's generator, and reported with the batch, so the trainer counts
 them and fails past data.skip_budget.
+Pixels through the workers: the pre-training transform ends at uint8 (3,S,S) (build_transform(output="uint8"));
+normalize_batch turns a uint8 batch (B,3,S,S) into the ImageNet-normalised float32 batch on the device, with the
+very ops (and so the very values) of the float transform. Other data sources (WebDataset shards: pretrain.shards;
+encoded bytes for on-device decoding: pretrain.gpu_data) subclass MaskedImageDataset through load / replacement /
+augment.
 """
 from __future__ import annotations
 
@@ -55,18 +60,34 @@ def list_images(root: str | os.PathLike, kind: str, split: str = "train") -> lis
 
 
 def build_transform(size: int, scale: Sequence[float], ratio: Sequence[float], hflip: float,
-                    interpolation: str = "bilinear"):
-    """RandomResizedCrop + flip + ToTensor + ImageNet normalise (torchvision v2). PIL in, (3,size,size) out."""
+                    interpolation: str = "bilinear", output: str = "float"):
+    """RandomResizedCrop + flip (torchvision v2), PIL in. output="float": + ToTensor + ImageNet normalise ->
+    float32 (3,size,size); output="uint8": stops at the uint8 (3,size,size) image (normalize_batch on the device)."""
     from torchvision.transforms import InterpolationMode
     from torchvision.transforms import v2
 
     interp = {"bilinear": InterpolationMode.BILINEAR, "bicubic": InterpolationMode.BICUBIC}[interpolation]
-    return v2.Compose([
-        v2.RandomResizedCrop(size, scale=tuple(scale), ratio=tuple(ratio), interpolation=interp, antialias=True),
-        v2.RandomHorizontalFlip(hflip),
-        v2.ToImage(), v2.ToDtype(torch.float32, scale=True),
-        v2.Normalize(IMAGENET_MEAN, IMAGENET_STD),
-    ])
+    steps = [v2.RandomResizedCrop(size, scale=tuple(scale), ratio=tuple(ratio), interpolation=interp, antialias=True),
+             v2.RandomHorizontalFlip(hflip), v2.ToImage()]
+    if output == "float":
+        steps += [v2.ToDtype(torch.float32, scale=True), v2.Normalize(IMAGENET_MEAN, IMAGENET_STD)]
+    elif output != "uint8":
+        raise ValueError(f"output must be 'float' or 'uint8', got {output!r}")
+    return v2.Compose(steps)
+
+
+def normalize_batch(img: torch.Tensor, mean: Sequence[float] = IMAGENET_MEAN,
+                    std: Sequence[float] = IMAGENET_STD) -> torch.Tensor:
+    """uint8 (B,3,H,W) on any device -> float32 normalised, bit-identical to build_transform(output="float")
+    (the same v2 kernels: x / 255 as ToDtype(scale=True) computes it, then (x - mean) / std). Keeps the memory
+    format (channels_last stays channels_last). A float batch is returned as it is (already normalised)."""
+    from torchvision.transforms.v2 import functional as F
+
+    if img.is_floating_point():
+        return img
+    if img.dtype != torch.uint8:
+        raise TypeError(f"normalize_batch expects a uint8 or an already normalised float batch, got {img.dtype}")
+    return F.normalize(F.to_dtype(img, torch.float32, scale=True), list(mean), list(std), inplace=True)
 
 
 def sample_seeds(seed: int, epoch: int, index: int) -> tuple[int, np.random.Generator, np.random.Generator]:
@@ -77,9 +98,12 @@ def sample_seeds(seed: int, epoch: int, index: int) -> tuple[int, np.random.Gene
 
 
 class MaskedImageDataset(Dataset):
-    """dataset[(index, epoch)] -> (img (3,S,S) float normalised, mask (S/p, S/p) uint8, skipped: list of str).
+    """dataset[(index, epoch)] -> (img (3,S,S): what `transform` returns, mask (S/p, S/p) uint8, skipped: list of str).
 
     mask_gen(rng: np.random.Generator) -> uint8 tensor (e.g. pretrain.masking.BlockMaskGenerator).
+    Subclass hooks: name(j) / read_bytes(j) / load(j) -> what messages call source index j / its encoded bytes /
+    its decoded image (DataError when unreadable), replacement(j, rng) -> the index tried after j failed,
+    augment(img, aug_seed) -> the sample's pixels.
     """
 
     def __init__(self, paths: Sequence[str], transform: Callable, mask_gen: Callable, seed: int = 0,
@@ -98,26 +122,54 @@ class MaskedImageDataset(Dataset):
         """Open and fully decode as 8-bit RGB (pretrain.imageio conventions); DataError naming the path otherwise."""
         return decode_rgb(path, self.max_image_pixels)
 
+    def name(self, j: int) -> str:
+        """What messages call source index j (its path)."""
+        return self.paths[j]
+
+    def read_bytes(self, j: int) -> bytes:
+        """The encoded file of source index j (on-device decoding: pretrain.gpu_data); DataError if unreadable."""
+        try:
+            with open(self.paths[j], "rb") as f:
+                return f.read()
+        except OSError as e:
+            raise DataError(f"{self.paths[j]}: cannot read ({type(e).__name__}: {e})") from None
+
+    def load(self, j: int):
+        return self.decode(self.paths[j])
+
+    def replacement(self, j: int, rng: np.random.Generator) -> int:
+        return int(rng.integers(len(self)))
+
+    def augment(self, img, aug_seed: int):
+        with torch.random.fork_rng(devices=[]):        # the transform draws from the CPU generator only
+            torch.default_generator.manual_seed(aug_seed)
+            return self.transform(img).as_subclass(torch.Tensor)
+
     def __getitem__(self, key):
         index, epoch = key if isinstance(key, tuple) else (key, 0)
+        return self.sample(index, epoch)
+
+    def sample(self, index: int, epoch: int, rejected: dict[int, str] | None = None):
+        """The sample of key (index, epoch). rejected {j: message}: source indices to treat as unreadable although
+        load(j) succeeds (an on-device decoder refused them: pretrain.gpu_data) - the same deterministic chain of
+        replacements then continues past them."""
         aug_seed, mask_rng, repl_rng = sample_seeds(self.seed, epoch, index)
         skipped, j = [], index
         while True:
             try:
-                img = self.decode(self.paths[j])
+                if rejected and j in rejected:
+                    raise DataError(rejected[j])
+                img = self.load(j)
                 break
             except DataError as e:
-                warnings.warn(f"skipping image: {e}", stacklevel=2)
+                warnings.warn(f"skipping image: {e}", stacklevel=3)
                 skipped.append(str(e))
                 if len(skipped) > self.skip_budget:
                     raise DataError(f"{len(skipped)} unreadable images in a row while loading sample {index}, "
                                     f"more than the skip budget data.skip_budget={self.skip_budget}; "
                                     f"last: {skipped[-1]}") from None
-                j = int(repl_rng.integers(len(self.paths)))
-        with torch.random.fork_rng(devices=[]):        # the transform draws from the CPU generator only
-            torch.default_generator.manual_seed(aug_seed)
-            x = self.transform(img).as_subclass(torch.Tensor)
-        return x, self.mask_gen(mask_rng), skipped
+                j = self.replacement(j, repl_rng)
+        return self.augment(img, aug_seed), self.mask_gen(mask_rng), skipped
 
 
 def collate(batch):

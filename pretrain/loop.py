@@ -4,7 +4,9 @@ Pre-training (pretrain/engine.py) and ImageNet fine-tuning / linear probing (tra
 subclasses of Loop that fill in its hooks (model, optimizer, data, loss of a batch, extra state such as an EMA,
 periodic work such as evaluation, and what a finished run writes). Everything else lives here once:
 process group + device, run folder, plan, timm schedule, AMP/GradScaler, accumulation, clip, NaN guard,
-checkpoint/resume with every RNG of every rank, metrics.jsonl + TensorBoard, the `done` marker.
+checkpoint/resume with every RNG of every rank, metrics.jsonl + TensorBoard, the `done` marker, and the run
+folder's guards: one writer (pretrain/runlock.py), the inputs it was made from (pretrain/fingerprint.py), stop
+signals that save at the next step boundary (pretrain/signals.py), no checkpoint of non-finite or exploded weights.
 
 Position = the global optimizer step s. Everything else derives from it: epoch = s // steps_per_epoch, the
 sampler offset = (s % steps_per_epoch) * batch_per_gpu * accum_steps samples of this rank, and the lr = schedule(s)
@@ -13,7 +15,7 @@ of every rank and the task's extra state, so a resumed run reproduces the uninte
 
 The config a Loop reads (duck-typed, any structured config): run.* (pretrain.config.LoopRunConfig),
 optim.{lr, base_lr, lr_ref_batch, clip_grad}, schedule.* (pretrain.config.ScheduleConfig), data.{num_workers,
-skip_budget}.
+skip_budget, prefetch_factor, pin_memory, persistent_workers}.
 """
 from __future__ import annotations
 
@@ -32,14 +34,28 @@ from torch.utils.data import DataLoader, Dataset
 from pretrain import distributed as D
 from pretrain.budget import MEASURED_STEPS, WARMUP_STEPS, calibrate, read_budget, write_budget
 from pretrain.checkpoint import CKPT_VERSION, CheckpointDir, CheckpointError, capture_rng, restore_rng, state_dict_mismatch
+from pretrain.compile import compile_model
 from pretrain.config import to_yaml
 from pretrain.data import DataError, ResumableDistributedSampler
 from pretrain.fileio import atomic_write_json, atomic_write_text
+from pretrain.fingerprint import record
 from pretrain.plan import Plan, build_scheduler, make_plan, seed_all
-from pretrain.runlog import RunLogger
+from pretrain.loader import build_loader
+from pretrain.runlog import RunLogger, last_logged
+from pretrain.signals import RunInterrupted, StopSignals
+from pretrain.weightguard import check_weights, max_abs_weight
 
 log = logging.getLogger("pretrain")
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def cpu_safe_precision(run, device: torch.device) -> None:
+    """fp16/bf16 on a CPU device becomes fp32 (one warning), unless run.cpu_amp insists. Set before the config is
+    dumped, so config.yaml and the checkpoints say what ran."""
+    if device.type == "cpu" and run.precision != "fp32" and not getattr(run, "cpu_amp", False):
+        log.warning("run.precision=%s on a CPU: running fp32 instead (CPU autocast is far slower than fp32 here: "
+                    "the fp16 R50 preset took 250 s/step vs 1.16 s); run.cpu_amp=true insists", run.precision)
+        run.precision = "fp32"
 
 
 def _why(model: nn.Module, ck: dict, e: Exception) -> str:
@@ -55,6 +71,8 @@ def _why(model: nn.Module, ck: dict, e: Exception) -> str:
 class Loop:
     """Subclasses implement the hooks between the two rulers below; `run_loop(loop)` drives a whole run."""
     tb_prefix = "pretrain"      # TensorBoard tag prefix of this kind of run
+    stop: StopSignals | None = None     # set by run_loop for the duration of the run
+    force_new = False                   # --force-new: move a folder made from other inputs aside
 
     def __init__(self, cfg, changed_keys: Callable[[str, str], list[str]],
                  config_text: Callable[[Any], str] = to_yaml):
@@ -62,6 +80,7 @@ class Loop:
         self.cfg = cfg
         self._config_text, self._changed_keys = config_text, changed_keys
         self.env, self.device = D.init_distributed(cfg.run.device)
+        cpu_safe_precision(cfg.run, self.device)
         self.run_dir = Path(cfg.run.out_dir)
         self.ckpts = CheckpointDir(self.run_dir / "checkpoints", cfg.run.keep_last)
         self.num_train = self.count_train_samples()
@@ -134,6 +153,16 @@ class Loop:
     def write_outputs(self, last: dict) -> None:
         """Called on EVERY rank when the run completes, before the done marker (result.json on rank 0)."""
 
+    def input_weights(self) -> str | None:
+        """The weights file this run starts from (transfer runs), recorded by sha256 in inputs.json."""
+        return None
+
+    def inputs_record(self) -> dict:
+        """What this run is made from (pretrain.fingerprint.record): settings, input weights, data."""
+        from omegaconf import OmegaConf
+        conf = OmegaConf.to_container(OmegaConf.create(self._config_text(self.cfg)))
+        return record(conf, self.input_weights(), self.cfg.data.root)
+
     # ------------------------------------------------------------------ state
     def is_complete(self) -> bool:
         done = self.run_dir / "done"
@@ -154,10 +183,7 @@ class Loop:
                 "config": self._config_text(self.cfg), **self.extra_state()}
 
     def save(self) -> None:
-        bad = [k for k, v in self.model.state_dict().items() if v.is_floating_point() and not torch.isfinite(v).all()]
-        if bad:  # never replace a good checkpoint with a broken state
-            raise FloatingPointError(f"non-finite weights at step={self.step} in {bad[:5]}"
-                                     f"{' ...' if len(bad) > 5 else ''}; no checkpoint of this state is written")
+        self._weight_ref = check_weights(self.model, self.step, self._weight_ref, self.cfg.run.max_weight_growth)
         state = self._state()  # every rank joins the RNG gather
         if self.env.is_main:
             self.ckpts.save(state, self.step)
@@ -206,15 +232,18 @@ class Loop:
         self.sched = build_scheduler(self.opt, cfg, self.plan.steps_per_epoch, self._total_override())
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=cfg.run.precision == "fp16")
         self.step, self.skipped, self.resumed_from = 0, 0, None
+        self.stop_now = False
         self.on_model_ready()
         self._resume()
+        self._weight_ref = (self.step, max_abs_weight(self.model)[0])
         self.dataset, self.collate_fn = self.build_dataset()
         self.sampler = self.build_sampler(len(self.dataset))
+        self.loader = self.build_loader()
         net = self.model
         if env.world_size > 1:
             net = nn.parallel.DistributedDataParallel(
                 net, device_ids=[self.device.index] if self.device.type == "cuda" else None)
-        self.net = torch.compile(net) if cfg.run.compile else net
+        self.net = compile_model(net, cfg.run.compile, self.device)   # run.compile: true | false | null = auto
         self.set_train_mode()
         if cfg.schedule.budget_s is not None and self.step == 0:   # a fresh budget run: measure (again)
             self.budget = calibrate(self)
@@ -253,12 +282,16 @@ class Loop:
             loss_sum = loss_sum + loss.detach().float()
             for k, v in logs.items():
                 logs_sum[k] = logs_sum.get(k, 0.0) + torch.as_tensor(v).detach().float()
-        # one all-reduce: the mean loss and the skip count over ranks (every rank then stops together)
-        stats = torch.stack([loss_sum / accum, torch.tensor(float(len(skipped)), device=loss_sum.device)])
+        # one all-reduce: the mean loss, the skip count and the stop requests over ranks (every rank then stops
+        # together: at a skip-budget failure, and at the end of this step after a stop signal on any rank)
+        stop = self.stop is not None and self.stop.requested is not None
+        stats = torch.stack([loss_sum / accum, torch.tensor(float(len(skipped)), device=loss_sum.device),
+                             torch.tensor(float(stop), device=loss_sum.device)])
         if D.is_dist():
             torch.distributed.all_reduce(stats)
             stats[0] /= self.env.world_size
         loss_val = stats[0].item()
+        self.stop_now = stats[2].item() > 0
         logs_val = {k: v.item() / accum for k, v in logs_sum.items()}
         losses = {"loss": loss_val, **logs_val}
         if not math.isfinite(loss_val):   # detectron2's message, with the step and the loss dict
@@ -290,13 +323,15 @@ class Loop:
                             f"data.skip_budget={self.cfg.data.skip_budget}; last on this rank: {messages[-3:]}")
 
     # ------------------------------------------------------------------ the loop
+    def build_loader(self) -> DataLoader:
+        """The run's one DataLoader (pretrain.loader.build_loader), built once in setup; each epoch only moves the
+        sampler (_loader), so persistent workers live for the whole run."""
+        return build_loader(self.dataset, self.sampler, self.collate_fn, self.cfg, self.device)
+
     def _loader(self, epoch: int, offset: int) -> DataLoader:
+        """The run's DataLoader positioned at (epoch, offset samples of this rank already consumed)."""
         self.sampler.set_epoch(epoch, offset)
-        d = self.cfg.data
-        return DataLoader(self.dataset, batch_size=self.cfg.run.batch_per_gpu, sampler=self.sampler, drop_last=True,
-                          num_workers=d.num_workers, collate_fn=self.collate_fn,
-                          pin_memory=self.device.type == "cuda",
-                          generator=torch.Generator())  # a private generator: the global RNG stays untouched
+        return self.loader
 
     def log_row(self, row: dict) -> None:
         """Append one row (with "step") to metrics.jsonl and TensorBoard (rank 0)."""
@@ -309,7 +344,7 @@ class Loop:
         bar = tqdm(total=plan.target_steps, initial=self.step, disable=not self.env.is_main, dynamic_ncols=True,
                    desc=self.run_dir.name, mininterval=2.0)
         per_step_images = plan.global_batch
-        t_last, n_last, acc, last = time.perf_counter(), 0, {}, {}
+        t_last, n_last, acc, last = time.perf_counter(), 0, {}, last_logged(self.run_dir, self.step)
         while self.step < plan.target_steps:
             epoch = self.step // spe
             it = iter(self._loader(epoch, (self.step % spe) * cfg.run.batch_per_gpu * cfg.run.accum_steps))
@@ -332,8 +367,15 @@ class Loop:
                     bar.set_postfix(loss=f"{last['loss']:.4f}", lr=f"{last['lr']:.2e}")
                     t_last, n_last, acc = time.perf_counter(), 0, {}
                 self.periodic()
-                if self.step % cfg.run.ckpt_interval == 0 or self.step == plan.target_steps:
+                saved = self.step % cfg.run.ckpt_interval == 0 or self.step == plan.target_steps
+                if saved:
                     self.save()
+                if self.stop_now and self.step < plan.target_steps:   # a stop signal: save, then leave
+                    if not saved:
+                        self.save()
+                    bar.close()
+                    raise RunInterrupted((self.stop.requested if self.stop else None) or "SIGTERM", self.step,
+                                         f"{self.ckpts.last}")
         bar.close()
         return last
 
@@ -344,20 +386,7 @@ class Loop:
         D.barrier()
 
 
-def run_loop(loop: Loop) -> Path:
-    """Run (or resume, or skip if complete) a Loop; returns its run folder. Always tears the process group down."""
-    try:
-        if loop.is_complete():
-            log.info("%s is complete (step %d): nothing to do", loop.run_dir, loop.plan.target_steps)
-            return loop.run_dir
-        loop.setup()
-        try:
-            loop.finish(loop.fit())
-        finally:
-            loop.logger.close()
-        return loop.run_dir
-    finally:
-        D.cleanup()
+from pretrain.runner import on_main, run_loop  # noqa: E402  (the driver of a Loop: lock, inputs, signals)
 
 
-__all__ = ["DTYPES", "Loop", "Plan", "build_scheduler", "make_plan", "run_loop", "seed_all"]
+__all__ = ["DTYPES", "Loop", "Plan", "build_scheduler", "make_plan", "on_main", "run_loop", "seed_all"]

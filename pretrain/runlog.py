@@ -91,3 +91,19 @@ def save_reconstruction(path: str | Path, model, img: torch.Tensor, mask: torch.
     path.parent.mkdir(parents=True, exist_ok=True)
     save_image(grid, path, nrow=img.shape[0], padding=2)
     return path
+
+
+def last_logged(run_dir: str | Path, step: int) -> dict:
+    """The last training row (one with "loss") of metrics.jsonl at or before `step`: a run resumed at its end, after
+    a kill between its last checkpoint and its `done`, still reports its metrics."""
+    path = Path(run_dir) / "metrics.jsonl"
+    rows = []
+    if path.is_file():
+        for line in path.read_text().splitlines():
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError:
+                continue                    # a torn last line of a killed writer
+            if isinstance(row, dict) and "loss" in row and row.get("step", 0) <= step:
+                rows.append(row)
+    return rows[-1] if rows else {}

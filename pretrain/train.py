@@ -12,6 +12,9 @@ import sys
 from pretrain.checkpoint import CheckpointError
 from pretrain.config import ConfigError, load_config
 from pretrain.data import DataError
+from pretrain.fingerprint import InputsChangedError
+from pretrain.runlock import RunLockError
+from pretrain.signals import RunInterrupted
 
 
 def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
@@ -19,18 +22,28 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
                                 epilog="example: python -m pretrain.train --config pretrain/configs/tiny_r18.yaml "
                                        "data.root=data/toy run.out_dir=runs/tiny run.max_steps=20")
     p.add_argument("--config", help="YAML preset (pretrain/configs/*.yaml)")
+    p.add_argument("--data-root", help="the images (sets data.root)")
+    p.add_argument("--work-dir", "--out", dest="work_dir", help="the run folder (sets run.out_dir)")
+    p.add_argument("--force-new", action="store_true",
+                   help="the run folder holds a run made from other inputs (or any run): move it aside, start fresh")
     p.add_argument("overrides", nargs="*", help="dotted key=value overrides, e.g. optim.lr=1e-3 run.batch_per_gpu=64")
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = get_args_parser().parse_args(argv)
+    args = get_args_parser().parse_intermixed_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    flags = ([f"data.root={args.data_root}"] if args.data_root else []) + \
+        ([f"run.out_dir={args.work_dir}"] if args.work_dir else [])
     try:
-        cfg = load_config(args.config, args.overrides)
+        cfg = load_config(args.config, flags + args.overrides)     # key=value overrides come last
         from pretrain.engine import train
-        run_dir = train(cfg)
-    except (ConfigError, DataError, CheckpointError, FloatingPointError, OSError) as e:  # OSError: e.g. disk full
+        run_dir = train(cfg, force_new=args.force_new)
+    except RunInterrupted as e:            # a stop signal: saved; run the same command again to resume
+        print(f"{e}", file=sys.stderr)
+        return e.code
+    except (ConfigError, DataError, CheckpointError, FloatingPointError, RunLockError, InputsChangedError,
+            OSError) as e:                 # OSError: e.g. disk full
         print(f"error: {type(e).__name__}: {e}", file=sys.stderr)
         return 1
     logging.getLogger("pretrain").info("run folder: %s", run_dir)

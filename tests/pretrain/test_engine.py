@@ -151,7 +151,7 @@ def test_mixed_precision_runs(tmp_path, device, precision):
     data = make_images(tmp_path / "imgs", n=8)
     run = tmp_path / "run"
     train(_cfg("tiny_vit.yaml", data, run, f"run.device={device}", f"run.precision={precision}", "run.max_steps=3",
-               "run.log_interval=1", "run.channels_last=true", "run.export_at_end=false"))
+               "run.log_interval=1", "run.channels_last=true", "run.export_at_end=false", "run.cpu_amp=true"))
     rows = _rows(run)
     assert [r["step"] for r in rows] == [1, 2, 3] and all(math.isfinite(r["loss"]) for r in rows)
     assert ("loss_scale" in rows[-1]) == (precision == "fp16")       # GradScaler only for fp16
@@ -161,6 +161,19 @@ def test_mixed_precision_runs(tmp_path, device, precision):
     assert all(v.dtype == torch.float32 for v in ck["model"].values() if v.is_floating_point())  # fp32 master weights
 
 
+def test_mixed_precision_on_cpu_falls_back_to_fp32(tmp_path, caplog):
+    # a GPU preset on a CPU: fp32 with one warning (CPU autocast + GradScaler ran ~200x slower), unless run.cpu_amp
+    data = make_images(tmp_path / "imgs", n=8)
+    run = tmp_path / "run"
+    with caplog.at_level("WARNING", logger="pretrain"):
+        train(_cfg("tiny_r18.yaml", data, run, "run.device=cpu", "run.precision=fp16", "run.max_steps=2",
+                   "run.log_interval=1", "run.export_at_end=false"))
+    warned = [r.getMessage() for r in caplog.records if "on a CPU: running fp32" in r.getMessage()]
+    assert len(warned) == 1 and "run.precision=fp16" in warned[0] and "run.cpu_amp=true" in warned[0]
+    assert "loss_scale" not in _rows(run)[-1]                        # no GradScaler: fp32
+    assert "precision: fp32" in (run / "config.yaml").read_text()   # the dumped config says what ran
+
+
 _DDP_SCRIPT = textwrap.dedent("""
     import json, sys, torch, torch.distributed as dist
     from pretrain.config import load_config
@@ -168,8 +181,7 @@ _DDP_SCRIPT = textwrap.dedent("""
     cfg = load_config(sys.argv[1], sys.argv[3:])
     tr = Trainer(cfg)
     tr.setup()
-    tr.fit()
-    tr.finish({})
+    tr.finish(tr.fit())
     shard = tr.sampler.indices()                                      # this rank's indices of the last epoch
     flat = torch.cat([p.detach().flatten() for p in tr.model.parameters()])
     got = [None] * dist.get_world_size()

@@ -89,13 +89,39 @@ VARIANTS = {  # config, images, steps, kill once step >= (a checkpoint exists by
     # ResNet-18 (BatchNorm buffers), 1 worker process, gradient accumulation, 3 steps per epoch
     "r18_worker1_accum2": ("tiny_r18.yaml", 12, 5, 3, ["data.num_workers=1", "run.batch_per_gpu=2", "run.accum_steps=2",
                                                        "run.ckpt_interval=2", "run.keep_last=1"]),
+    # the other data paths (JPEGs): WebDataset shards read per rank (3 shards of 5, 5, 2), on-device decoding on the
+    # CPU (TorchCodec; DALI's CPU-only pipeline on shards); 3 steps per epoch, the kill lands in epoch 1
+    "r18_shards_worker1": ("tiny_r18.yaml", 12, 7, 4, ["data.kind=shards", "data.num_workers=1", "run.batch_per_gpu=2",
+                                                       "run.accum_steps=2", "run.ckpt_interval=2"]),
+    "r18_torchcodec_worker1": ("tiny_r18.yaml", 12, 7, 4, ["data.kind=imagenet_folder", "data.backend=torchcodec",
+                                                           "data.num_workers=1", "run.batch_per_gpu=4",
+                                                           "run.ckpt_interval=2"]),
+    "r18_dali_shards": ("tiny_r18.yaml", 12, 7, 4, ["data.kind=shards", "data.backend=dali", "data.dali_threads=1",
+                                                    "data.num_workers=1", "run.batch_per_gpu=4", "run.ckpt_interval=2"]),
 }
+NEEDS = {"r18_torchcodec_worker1": ("torchcodec.decoders", "torchcodec not installed (pip install .[gpu_data])"),
+         "r18_dali_shards": ("nvidia.dali", "nvidia-dali not installed (pip install .[dali])")}
+
+
+def _data(tmp_path: Path, n_images: int, extra: list[str]) -> Path:
+    """The variant's images: PNGs in a flat tree, JPEGs in an ImageNet folder, or that folder's shards."""
+    kind = next((o.split("=", 1)[1] for o in extra if o.startswith("data.kind=")), "image_folder")
+    if kind == "image_folder":
+        return make_images(tmp_path / "imgs", n=n_images)
+    root = make_images(tmp_path / "imgs", n=n_images, layout="imagenet")
+    if kind == "imagenet_folder":
+        return root
+    from pretrain.shards import write_shards
+    write_shards(root, tmp_path / "shards", shard_size=5)
+    return tmp_path / "shards"
 
 
 @pytest.mark.parametrize("variant", sorted(VARIANTS))
 def test_sigkill_and_resume_is_bit_identical(tmp_path, variant):
     config, n_images, steps, kill_at, extra = VARIANTS[variant]
-    data = make_images(tmp_path / "imgs", n=n_images)
+    if variant in NEEDS:
+        pytest.importorskip(NEEDS[variant][0], reason=NEEDS[variant][1])
+    data = _data(tmp_path, n_images, extra)
     common = [f"data.root={data}", f"run.max_steps={steps}", "run.log_interval=1", "run.image_interval=0",
               "run.tensorboard=false", *extra]
     straight, resumed = tmp_path / "straight", tmp_path / "resumed"
