@@ -19,8 +19,10 @@ OUT/ade/ADEChallengeData2016/{images,annotations}/{training,validation}/ADE_{tra
                                              (ADE20KDataset insists on its own 150 names).
 OUT/{imagenet,coco,ade,ade/ADEChallengeData2016}/dataset.json
                                              dataset cards {"name": "toy_imagenet" | "toy_coco" | "toy_ade", "toy":
-                                             true}: every entry point labels its result.json with the dataset it read
-                                             (transfer.results.result_dataset), so a toy run is a toy run everywhere
+                                             true, "num_classes": K, "classes": [...]}: every entry point labels its
+                                             result.json with the dataset it read (transfer.results.result_dataset),
+                                             so a toy run is a toy run everywhere; the mmseg pre-flight checks the
+                                             heads' num_classes against K (transfer.datacheck)
 OUT/toyworld.json                            marker with the parameters: a finished world is not regenerated.
 
 Deterministic: image i of split s is drawn from np.random.default_rng([seed, s, i]) (same seed -> same bytes).
@@ -255,13 +257,23 @@ def make_toy_world(out: str | Path, size: int = 64, dense_size: int = 96, seed: 
     paths = world_paths(out)
     for key, name in CARDS.items():
         atomic_write_json(Path(paths[key]) / "dataset.json", {"name": name, "toy": True, "format": FORMAT,
-                                                             "made_by": "python -m benchmarks.toydata"})
+                                                             "made_by": "python -m benchmarks.toydata",
+                                                             **card_classes(key)})
     summary = check_world(paths) if check else {}
     atomic_write_json(out / "toyworld.json", {"format": FORMAT, "params": params, "classes": list(CLASSES),
                                               "wnids": list(WNIDS), "coco_category_ids": list(COCO_CAT_IDS),
                                               "ade_classes": list(ADE_CLASSES), "seconds": times, "check": summary})
     (out / "toyworld.partial.json").unlink(missing_ok=True)
     return paths
+
+
+def card_classes(key: str) -> dict:
+    """The class part of a dataset card (transfer.datacheck checks the models' num_classes against it)."""
+    if key == "imagenet":
+        return {"num_classes": len(CLASSES), "classes": list(CLASSES), "wnids": list(WNIDS)}
+    if key == "coco":
+        return {"num_classes": len(CLASSES), "classes": list(CLASSES), "category_ids": list(COCO_CAT_IDS)}
+    return {"num_classes": len(ADE_CLASSES), "classes": list(ADE_CLASSES), "reduce_zero_label": True}
 
 
 def check_world(paths: dict) -> dict:

@@ -1,21 +1,23 @@
 """Dataset checks shared by the pre-flight CLI (pretrain.verify_data) and the transfer entry points.
 
 Each check returns Findings: severity 'error' (the loaders would crash deep inside a framework, or silently train
-on wrong data: the run must not start) or 'skip' (the loaders drop the item themselves; reported and counted).
+on wrong data: the run must not start), 'skip' (the loaders drop the item themselves; reported and counted) or
+'warn' (valid, used as is, but suspicious: tiny or extremely elongated images; see pretrain.verify_data).
 File checks (decoding images, label PNGs) run in parallel over chunks (ProcessPoolExecutor, tqdm progress).
 
 ImageNet folder: <root>/{train,val}/<class>/* (or any folder of images): every image-extension file decodes
-  (pretrain.imageio), train and val have the same classes; empty class folders and non-image files are 'skip'.
-COCO instances json: required keys, unique ids, bbox [x, y, w, h] inside the image (+- tol px), category ids
-  known, the config's class names present; polygons with < 3 points and boxes under 1 px are 'skip' (mmdet drops
-  them); image files present, readable, of the size the json states.
+  (pretrain.imageio), train and val have the same classes; empty class folders and non-image files are 'skip';
+  a split with no decodable image is an error.
+COCO instances json (pretrain.datacheck_coco): required keys, unique ids, file_name confined to the image folder,
+  bbox [x, y, w, h] inside the image (+- tol px), category ids known, the config's class names present; polygons
+  with < 3 points and boxes under 1 px are 'skip' (mmdet drops them); a json with no usable annotation is an error;
+  image files present, readable, of the size the json states.
 ADE20K (ADEChallengeData2016): every image has a label of the same size; labels are 8-bit single channel (L/P)
-  with values in 0..K (reduce_zero_label: 0 = other/ignore, v -> class v-1) or 0..K-1, plus 255 (ignore).
+  with values in 0..K (reduce_zero_label: 0 = other/ignore, v -> class v-1) or 0..K-1, plus 255 (ignore);
+  a split with no image/label pair is an error. Each split is checked on its own.
 """
 from __future__ import annotations
 
-import json
-import math
 import os
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
@@ -27,8 +29,7 @@ from PIL import Image
 
 from pretrain.imageio import IMG_EXTS, DataError, decode_rgb, image_size
 
-_COCO_IMAGE_KEYS = ("id", "file_name", "width", "height")
-_COCO_ANN_KEYS = ("id", "image_id", "category_id", "bbox", "area", "segmentation")
+_TAGS = {"error": "BAD ", "skip": "SKIP", "warn": "WARN"}
 
 
 class DatasetError(ValueError):
@@ -39,10 +40,10 @@ class DatasetError(ValueError):
 class Finding:
     path: str            # the file concerned (an image, a label, an annotation json)
     reason: str          # what is wrong, and what was expected
-    severity: str        # 'error' | 'skip'
+    severity: str        # 'error' | 'skip' | 'warn'
 
     def line(self) -> str:
-        return f"{'BAD ' if self.severity == 'error' else 'SKIP'} {self.path}: {self.reason}"
+        return f"{_TAGS.get(self.severity, 'BAD ')} {self.path}: {self.reason}"
 
 
 @dataclass
@@ -63,13 +64,19 @@ class Report:
     def skips(self) -> list[Finding]:
         return [f for f in self.findings if f.severity == "skip"]
 
+    @property
+    def warnings(self) -> list[Finding]:
+        return [f for f in self.findings if f.severity == "warn"]
+
     def summary(self) -> str:
+        n = len(self.warnings)
         return (f"{self.kind} {self.root}: {self.checked} items checked, {len(self.errors)} bad, "
-                f"{len(self.skips)} skipped by the loaders")
+                f"{len(self.skips)} skipped by the loaders" + (f", {n} warning{'s' * (n != 1)}" if n else ""))
 
     def to_dict(self) -> dict:
         return {"kind": self.kind, "root": self.root, "checked": self.checked, "bad": len(self.errors),
-                "skipped": len(self.skips), "findings": [asdict(f) for f in self.findings]}
+                "skipped": len(self.skips), "warned": len(self.warnings),
+                "findings": [asdict(f) for f in self.findings]}
 
     def raise_if_bad(self, limit: int = 20, where: str | os.PathLike | None = None) -> None:
         errs = self.errors
@@ -112,6 +119,17 @@ def image_tasks(tasks: list) -> list:
         except DataError as e:
             out.append((path, None, str(e).removeprefix(f"{path}: ")))
     return out
+
+
+def shape_warning(size: tuple[int, int], min_side: int | None, max_aspect: float | None) -> str | None:
+    """Why a (w, h) image is suspicious (shorter side < min_side, aspect > max_aspect), or None; 0/None = off."""
+    w, h = size
+    short, why = min(w, h), []
+    if min_side and short < min_side:
+        why.append(f"shorter side {short} px < {min_side} (--min-side)")
+    if max_aspect and max(w, h) > max_aspect * max(short, 1):
+        why.append(f"aspect ratio {max(w, h) / max(short, 1):.1f} > {max_aspect:g} (--max-aspect)")
+    return f"{w}x{h} image: {' and '.join(why)}; used as is by the loaders" if why else None
 
 
 def label_tasks(tasks: list) -> list:
@@ -157,15 +175,17 @@ def allowed_labels(num_classes: int, reduce_zero_label: bool) -> list[int]:
 
 
 # ---------------------------------------------------------------- ImageNet-style folders
-def check_image_folder(root: str | os.PathLike, workers: int | None = None, max_pixels: int | None = None) -> Report:
-    """<root>/{train,val}/<class>/* when train/ or val/ exists, else every image file under root (recursive)."""
+def check_image_folder(root: str | os.PathLike, workers: int | None = None, max_pixels: int | None = None,
+                       min_side: int | None = None, max_aspect: float | None = None) -> Report:
+    """<root>/{train,val}/<class>/* when train/ or val/ exists, else every image file under root (recursive).
+    min_side / max_aspect: 'warn' findings for tiny / elongated images (None: not checked)."""
     root = Path(root)
     rep = Report("imagenet", str(root))
     if not root.is_dir():
         rep.add(root, "folder not found; expected <root>/train/<class>/*.JPEG or a folder of images")
         return rep
     splits = [root / s for s in ("train", "val") if (root / s).is_dir()]
-    files: list[Path] = []
+    groups: dict[Path, list[Path]] = {}                              # split folder (or root) -> its files
     classes = {}
     for top in splits:
         classes[top.name] = sorted(d.name for d in top.iterdir() if d.is_dir())
@@ -174,144 +194,35 @@ def check_image_folder(root: str | os.PathLike, workers: int | None = None, max_
                 rep.add(entry, "file outside a class folder; ignored by the loaders", "skip")
             elif not any(entry.iterdir()):
                 rep.add(entry, "empty class folder (expected at least one image)", "skip")
-        files += sorted(p for p in top.glob("*/*") if p.is_file())
+        groups[top] = sorted(p for p in top.glob("*/*") if p.is_file())
     if not splits:
-        files = sorted(p for p in root.rglob("*") if p.is_file())
+        groups[root] = sorted(p for p in root.rglob("*") if p.is_file())
     if len(classes) == 2 and classes["train"] and classes["val"] and classes["train"] != classes["val"]:
         tr, va = set(classes["train"]), set(classes["val"])
         rep.add(root, f"train has {len(tr)} classes, val {len(va)}; only in train: {sorted(tr - va)[:5]}, "
                       f"only in val: {sorted(va - tr)[:5]}; expected the same class folders")
+    files = [p for g in groups.values() for p in g]
     images = [p for p in files if p.suffix.lower() in IMG_EXTS]
     for p in files:
         if p.suffix.lower() not in IMG_EXTS:
             rep.add(p, f"not an image extension ({', '.join(IMG_EXTS)}); ignored by the loaders", "skip")
-    if not images:
-        rep.add(root, f"no images found (extensions {', '.join(IMG_EXTS)})")
-    for path, _, err in run_tasks(image_tasks, [(str(p), True, max_pixels) for p in images], workers, "decoding"):
+    bad = set()
+    for path, size, err in run_tasks(image_tasks, [(str(p), True, max_pixels) for p in images], workers, "decoding"):
         if err:
             rep.add(path, err)
+            bad.add(path)
+        elif (why := shape_warning(size, min_side, max_aspect)):
+            rep.add(path, why, "warn")
+    for top, group in groups.items():                                # a split left empty is an error
+        imgs = [p for p in group if p.suffix.lower() in IMG_EXTS]
+        where = f"split {top.name}/ " if top != root else ""
+        if not imgs:
+            rep.add(top, f"{where}no images found (extensions {', '.join(IMG_EXTS)}; {len(group)} other files); "
+                         f"the split would be empty")
+        elif all(str(p) in bad for p in imgs):
+            rep.add(top, f"{where}left empty: none of its {len(imgs)} image files decodes; expected at least one "
+                         f"usable image")
     rep.checked = len(files)
-    return rep
-
-
-# ---------------------------------------------------------------- COCO
-def _num(v) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-
-
-def _check_segmentation(seg, img: dict, where: str, rep: Report, ann_file: str) -> None:
-    if isinstance(seg, dict):                                        # RLE: {'counts', 'size': [h, w]}
-        if "counts" not in seg or list(seg.get("size", [])) != [img["height"], img["width"]]:
-            rep.add(ann_file, f"{where}: RLE segmentation needs 'counts' and size == [height, width] = "
-                              f"{[img['height'], img['width']]} (got size {seg.get('size')})")
-    elif isinstance(seg, list):
-        bad = [p for p in seg if not (isinstance(p, list) and len(p) >= 6 and len(p) % 2 == 0 and all(map(_num, p)))]
-        if bad or not seg:
-            n = min((len(p) for p in bad if isinstance(p, list)), default=0)
-            rep.add(ann_file, f"{where}: {len(bad)} of {len(seg)} polygons invalid (e.g. {n} numbers); expected "
-                              f">= 3 points (6 numbers, even count) each; mmdet ignores them", "skip")
-    else:
-        rep.add(ann_file, f"{where}: segmentation is {type(seg).__name__}; expected polygons (list) or RLE (dict)")
-
-
-def check_coco_json(ann_file: str | os.PathLike, img_dir: str | os.PathLike, classes: Sequence[str] | None = None,
-                    bbox_tol: float = 1.0, rep: Report | None = None) -> tuple[Report, list[tuple[str, int, int]]]:
-    """Structure of one instances json -> (report, [(image path, width, height)] for the file checks)."""
-    ann_file, img_dir = str(ann_file), Path(img_dir)
-    rep = rep if rep is not None else Report("coco", ann_file)
-    try:
-        with open(ann_file) as f:
-            data = json.load(f)
-    except FileNotFoundError:
-        rep.add(ann_file, "annotation file not found")
-        return rep, []
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        rep.add(ann_file, f"not valid JSON ({e}); expected a COCO instances json")
-        return rep, []
-    missing = [k for k in ("images", "annotations", "categories") if not isinstance(data, dict)
-               or not isinstance(data.get(k), list)]
-    if missing:
-        rep.add(ann_file, f"missing top-level key(s) {missing}; expected lists 'images', 'annotations', 'categories'")
-        return rep, []
-    cats = {}
-    for i, c in enumerate(data["categories"]):
-        if not isinstance(c, dict) or not isinstance(c.get("id"), int) or "name" not in c:
-            rep.add(ann_file, f"categories[{i}]: expected {{'id': int, 'name': str}}, got {str(c)[:80]}")
-        else:
-            cats[c["id"]] = c["name"]
-    if classes is not None:
-        absent = [n for n in classes if n not in set(cats.values())]
-        if absent:
-            rep.add(ann_file, f"class names of the config not among the json's categories: {absent[:10]} "
-                              f"(mmdet would shift every label); expected the names {sorted(cats.values())[:10]}...")
-    images, files = {}, []
-    for i, im in enumerate(data["images"]):
-        lacking = [k for k in _COCO_IMAGE_KEYS if not isinstance(im, dict) or k not in im]
-        if lacking:
-            rep.add(ann_file, f"images[{i}] (id {im.get('id') if isinstance(im, dict) else '?'}): missing key(s) "
-                              f"{lacking}; expected {list(_COCO_IMAGE_KEYS)}")
-        elif not (isinstance(im["width"], int) and isinstance(im["height"], int) and im["width"] > 0 < im["height"]):
-            rep.add(ann_file, f"images[{i}] (id {im['id']}): width/height {im['width']}x{im['height']}; "
-                              f"expected positive integers")
-        elif im["id"] in images:
-            rep.add(ann_file, f"images[{i}]: duplicate image id {im['id']}")
-        else:
-            images[im["id"]] = im
-            files.append((str(img_dir / im["file_name"]), im["width"], im["height"]))
-    seen_ids, names = set(), set(classes) if classes is not None else None
-    unused = 0
-    for i, a in enumerate(data["annotations"]):
-        lacking = [k for k in _COCO_ANN_KEYS if not isinstance(a, dict) or k not in a]
-        where = f"annotations[{i}] (id {a.get('id') if isinstance(a, dict) else '?'})"
-        if lacking:
-            rep.add(ann_file, f"{where}: missing key(s) {lacking}; expected {list(_COCO_ANN_KEYS)}")
-            continue
-        if a["id"] in seen_ids:
-            rep.add(ann_file, f"{where}: duplicate annotation id (mmdet requires unique ids)")
-        seen_ids.add(a["id"])
-        img = images.get(a["image_id"])
-        if img is None:
-            rep.add(ann_file, f"{where}: image_id {a['image_id']} is not in 'images'; the annotation is unused", "skip")
-            continue
-        if a["category_id"] not in cats:
-            rep.add(ann_file, f"{where}: category_id {a['category_id']} unknown; expected one of "
-                              f"{sorted(cats)[:20]}{' ...' if len(cats) > 20 else ''}")
-            continue
-        if names is not None and cats[a["category_id"]] not in names:
-            unused += 1
-        box = a["bbox"]
-        if not (isinstance(box, list) and len(box) == 4 and all(map(_num, box))):
-            rep.add(ann_file, f"{where}: bbox {str(box)[:60]}; expected [x, y, w, h] (4 finite numbers)")
-            continue
-        x, y, w, h = box
-        W, H = img["width"], img["height"]
-        if x < -bbox_tol or y < -bbox_tol or x + w > W + bbox_tol or y + h > H + bbox_tol:
-            rep.add(ann_file, f"{where}: bbox [x, y, w, h] = {box} leaves the {W}x{H} image (image id "
-                              f"{a['image_id']}); expected 0 <= x, x + w <= {W}, 0 <= y, y + h <= {H} "
-                              f"(tolerance {bbox_tol} px; [x1, y1, x2, y2] boxes must be converted)")
-        elif w < 1 or h < 1 or not _num(a["area"]) or a["area"] <= 0:
-            rep.add(ann_file, f"{where}: degenerate box {box} / area {a['area']} (w, h >= 1 and area > 0 "
-                              f"expected); mmdet skips it", "skip")
-        _check_segmentation(a["segmentation"], img, where, rep, ann_file)
-    if unused:
-        rep.add(ann_file, f"{unused} annotations of categories outside the config's classes; mmdet ignores them",
-                "skip")
-    rep.checked += len(data["annotations"]) + len(data["images"])
-    return rep, files
-
-
-def check_coco_images(files: list[tuple[str, int, int]], rep: Report, full: bool = True,
-                      workers: int | None = None, max_pixels: int | None = None) -> Report:
-    """Every image of the json exists, decodes (full) or has a readable header, and has the size the json states."""
-    tasks = [(p, full, max_pixels) for p, _, _ in files]
-    want = {p: (w, h) for p, w, h in files}
-    for path, size, err in run_tasks(image_tasks, tasks, workers, "images"):
-        if err:
-            rep.add(path, err)
-        elif size != want[path]:
-            rep.add(path, f"image is {size[0]}x{size[1]} but the json says {want[path][0]}x{want[path][1]}; "
-                          f"expected the same (width x height)")
-    rep.checked += len(files)
     return rep
 
 
@@ -319,13 +230,14 @@ def check_coco_images(files: list[tuple[str, int, int]], rep: Report, full: bool
 def check_ade_split(img_dir: str | os.PathLike, ann_dir: str | os.PathLike, num_classes: int,
                     reduce_zero_label: bool = True, img_suffix: str = ".jpg", seg_suffix: str = ".png",
                     full: bool = True, workers: int | None = None, rep: Report | None = None) -> Report:
-    """Image/label pairs by stem: every image has its label; labels decode, are in range, match the image size."""
+    """Image/label pairs by stem: every image has its label; labels decode, are in range, match the image size.
+    Only this split's own missing folders stop its checks (rep may hold other splits' findings)."""
     img_dir, ann_dir = Path(img_dir), Path(ann_dir)
     rep = rep if rep is not None else Report("ade", str(img_dir.parent.parent))
-    for d in (img_dir, ann_dir):
-        if not d.is_dir():
-            rep.add(d, "folder not found; expected ADEChallengeData2016/{images,annotations}/{training,validation}")
-    if rep.errors:
+    missing = [d for d in (img_dir, ann_dir) if not d.is_dir()]
+    for d in missing:
+        rep.add(d, "folder not found; expected ADEChallengeData2016/{images,annotations}/{training,validation}")
+    if missing:
         return rep
     imgs = {p.name[:-len(img_suffix)]: p for p in ann_or_img(img_dir, img_suffix)}
     labels = {p.name[:-len(seg_suffix)]: p for p in ann_or_img(ann_dir, seg_suffix)}
@@ -333,10 +245,13 @@ def check_ade_split(img_dir: str | os.PathLike, ann_dir: str | os.PathLike, num_
         rep.add(imgs[stem], f"no label {ann_dir / (stem + seg_suffix)}; expected one label PNG per image")
     for stem in sorted(labels.keys() - imgs.keys()):
         rep.add(labels[stem], f"label without an image {stem}{img_suffix}; unused", "skip")
-    if not imgs:
-        rep.add(img_dir, f"no *{img_suffix} images")
+    pairs = sorted(imgs.keys() & labels.keys())
+    if not pairs:
+        rep.add(img_dir, f"split {img_dir.name} is empty: no image/label pairs ({len(imgs)} *{img_suffix} images "
+                         f"here, {len(labels)} *{seg_suffix} labels in {ann_dir}); expected X{img_suffix} images "
+                         f"with X{seg_suffix} labels of the same name")
     allowed = allowed_labels(num_classes, reduce_zero_label)
-    tasks = [(str(labels[s]), str(imgs[s]), allowed, full) for s in sorted(imgs.keys() & labels.keys())]
+    tasks = [(str(labels[s]), str(imgs[s]), allowed, full) for s in pairs]
     for label, err in run_tasks(label_tasks, tasks, workers, "labels"):
         if err:
             rep.add(label, err)
@@ -347,3 +262,14 @@ def check_ade_split(img_dir: str | os.PathLike, ann_dir: str | os.PathLike, num_
 def ann_or_img(folder: Path, suffix: str) -> list[Path]:
     """Files of `folder` (recursive, as mmseg lists them) ending in `suffix`."""
     return sorted(p for p in folder.rglob(f"*{suffix}") if p.is_file())
+
+
+# ---------------------------------------------------------------- COCO (pretrain.datacheck_coco), imported lazily
+_COCO_NAMES = ("check_coco_json", "check_coco_images", "confined_file")
+
+
+def __getattr__(name: str):
+    if name in _COCO_NAMES:   # lazily: datacheck_coco imports this module, in either import order
+        from pretrain import datacheck_coco
+        return getattr(datacheck_coco, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,12 +1,12 @@
 """Tally of the bad-input corpus: every test records each case it drove through an entry point and how it ended
-(a clear error, a counted skip, or a correct decode); the terminal summary prints the totals:
-    badinput: N cases, E clear errors, S counted skips, D decoded correctly
+(a clear error, a counted skip, a counted warning, or a correct decode); the terminal summary prints the totals:
+    badinput: N cases, E clear errors, S counted skips, D decoded correctly[, W counted warnings]
 """
 from __future__ import annotations
 
 import pytest
 
-_CASES: dict[str, str] = {}          # case name -> 'error' | 'skip' | 'decoded'
+_CASES: dict[str, str] = {}          # case name -> 'error' | 'skip' | 'warn' | 'decoded'
 
 
 class Tally:
@@ -22,6 +22,10 @@ class Tally:
         for c in cases:
             self._add(c, "skip")
 
+    def warned(self, *cases: str) -> None:
+        for c in cases:
+            self._add(c, "warn")
+
     def decoded(self, *cases: str) -> None:
         for c in cases:
             self._add(c, "decoded")
@@ -32,10 +36,17 @@ def tally() -> Tally:
     return Tally()
 
 
+@pytest.fixture(scope="session")
+def coco80():
+    """mmdet's 80 COCO class names as json categories (ids 1..80), for the real mmdet configs."""
+    from mmdet.datasets import CocoDataset
+    return tuple({"id": i + 1, "name": n} for i, n in enumerate(CocoDataset.METAINFO["classes"]))
+
+
 def summary_line() -> str:
-    n = {k: sum(v == k for v in _CASES.values()) for k in ("error", "skip", "decoded")}
+    n = {k: sum(v == k for v in _CASES.values()) for k in ("error", "skip", "warn", "decoded")}
     return (f"badinput: {len(_CASES)} cases, {n['error']} clear errors, {n['skip']} counted skips, "
-            f"{n['decoded']} decoded correctly")
+            f"{n['decoded']} decoded correctly" + (f", {n['warn']} counted warnings" if n["warn"] else ""))
 
 
 def pytest_terminal_summary(terminalreporter):

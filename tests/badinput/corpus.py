@@ -181,3 +181,29 @@ def yaml_file(folder: Path, name: str, text: str) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     (folder / name).write_text(text)
     return folder / name
+
+
+@functools.lru_cache(maxsize=None)
+def _parsed_config(path: str):
+    from mmengine.config import Config
+    return Config.fromfile(path)
+
+
+def openmmlab_config(path: Path, data_root: Path | None = None):
+    """An mmdet/mmseg config parsed once per session; each caller gets its own deep copy, with every
+    dataloader's dataset.data_root set to `data_root` (what --data-root does for the pre-flight)."""
+    import copy
+
+    from transfer.datacheck import config_datasets
+    cfg = copy.deepcopy(_parsed_config(str(path)))
+    for _, ds in config_datasets(cfg) if data_root is not None else ():
+        ds["data_root"] = str(data_root)
+    return cfg
+
+
+# ---------------------------------------------------------------- the toy world (benchmarks/toydata.py), tiny
+def toy_world(folder: Path) -> dict:
+    """The real toy-world writer at its smallest (32 px, 1-2 images per split): paths as world_paths gives them."""
+    from benchmarks.toydata import make_toy_world
+    return make_toy_world(folder, size=32, dense_size=32, n_train=1, n_val=1, n_dense_train=2, n_dense_val=1,
+                          check=False)

@@ -3,8 +3,6 @@ the Runner exists) and through `python -m pretrain.verify_data`: a clear error n
 counted skip where mmdet/mmseg drop the item themselves."""
 from __future__ import annotations
 
-import copy
-import functools
 import json
 import re
 import subprocess
@@ -23,24 +21,9 @@ MMDET_CFG = REPO / "transfer/mmdet/configs/mask_rcnn_r50_fpn_1x.py"
 MMSEG_CFG = REPO / "transfer/mmseg/configs/upernet_r50_160k.py"
 
 
-@pytest.fixture(scope="module")
-def coco80():
-    from mmdet.datasets import CocoDataset
-    return tuple({"id": i + 1, "name": n} for i, n in enumerate(CocoDataset.METAINFO["classes"]))
-
-
-@functools.lru_cache(maxsize=None)
-def _config(path: Path):
-    from mmengine.config import Config
-    return Config.fromfile(str(path))          # parsed once (mmdet/mmseg base files); each case gets a deep copy
-
-
 def _preflight(config: Path, scope: str, root: Path, work: Path):
     from transfer.datacheck import preflight
-    from transfer.openmmlab_common import set_data_root
-    cfg = copy.deepcopy(_config(config))
-    set_data_root(cfg, str(root))
-    return preflight(cfg, scope, work_dir=work)
+    return preflight(corpus.openmmlab_config(config, root), scope, work_dir=work)   # coco80: conftest.py
 
 
 def _set(path: str, value):
@@ -131,7 +114,7 @@ def test_mmdet_cli_ends_with_one_message(tmp_path, coco80, capsys, tally):
     args = [str(MMDET_CFG), "--data-root", str(root), "--work-dir", str(tmp_path / "w")]
     assert cli(MMDET, [*args, "--weights", str(tmp_path / "unused.safetensors")]) == 2
     err = capsys.readouterr().err
-    assert err.startswith("error: dataset check failed: ") and "category_id 0 unknown" in err
+    assert err.startswith("error: DatasetError: dataset check failed: ") and "category_id 0 unknown" in err
     assert "Traceback" not in err and f"full report: {tmp_path / 'w' / 'data_check.json'}" in err
     # a clean dataset, and weights that are a pickle running code: refused by the safe loader, one message
     corpus.coco(root, coco80, "train2017")

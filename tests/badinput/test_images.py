@@ -101,8 +101,8 @@ def _verify(*args) -> subprocess.CompletedProcess:
 def test_verify_data_cli_reports_every_bad_image_and_exits_1(tmp_path, tally):
     root = tmp_path / "inet"
     for i in range(70):                        # > one chunk of 64: the process pool path is taken
-        corpus.good(root / "train" / f"n{i % 2:02d}", f"ok_{i}.png", size=(8, 8))
-        corpus.good(root / "val" / f"n{i % 2:02d}", f"ok_{i}.png", size=(8, 8))
+        corpus.good(root / "train" / f"n{i % 2:02d}", f"ok_{i}.png", size=(16, 16))
+        corpus.good(root / "val" / f"n{i % 2:02d}", f"ok_{i}.png", size=(16, 16))
     for case in SKIPS:
         SKIPS[case][0](root / "train" / "n00")
     corpus.text_file(root / "train" / "n01", "notes.txt")
