@@ -12,6 +12,8 @@ the JSON is rewritten after every section):
            batch (max abs diff), and DDP step time / plain step time
   engine   the real trainer (python -m pretrain.train) on cuda with bf16 + channels_last on a generated image
            folder: 12 steps, then the same run extended to 16 steps resumes from its checkpoint
+  datapath the real trainer's images/s per data.backend (pil, torchcodec, dali) on generated ImageNet-sized JPEGs
+           against the model-only A²MIM step images/s, bf16, R50 and ViT-B (benchmarks.perf.datapath; target >= 0.9)
   compile  torch.compile of both step variants (R50, bf16, channels_last): compiled vs eager time ratio
 Targets (issue #10): A²MIM/bare time <= 1.10 (R50), <= 1.05 (ViT-B); memory <= 1.15.
 """
@@ -28,7 +30,7 @@ from pathlib import Path
 
 import torch
 
-SECTIONS = ("env", "step", "maxbatch", "ddp", "engine", "compile")
+SECTIONS = ("env", "datapath", "step", "maxbatch", "ddp", "engine", "compile")
 
 
 # ---- sections run in a child process: each returns a JSON-able dict
@@ -51,6 +53,14 @@ def _step_cli(args, extra: list[str], name: str) -> dict:
 def sec_step(args) -> dict:
     return _step_cli(args, ["--models", "resnet50", "vit_base", "--batch", str(args.batch), "--iters", "20",
                             "--warmup", "5"], "step")
+
+
+def sec_datapath(args) -> dict:
+    out = Path(args.workdir) / "datapath.json"
+    subprocess.run([sys.executable, "-m", "benchmarks.perf.datapath", "--device", "cuda", "--batch", str(args.batch),
+                    "--workers", str(max(1, (os.cpu_count() or 2) - 2)), "--workdir", str(Path(args.workdir) / "dp"),
+                    "--out", str(out)], check=True)
+    return json.loads(out.read_text())
 
 
 def sec_compile(args) -> dict:

@@ -1,14 +1,24 @@
 """Pre-training data loading, images/s: the project's pipeline vs torchvision's ImageFolder, plus JPEG decoders.
 
     python -m benchmarks.perf.loader --images 200 --batch 32 --workers 0 2 --repeats 3 --out loader.json \
-        [--root DIR (default: a temp dir)] [--size 224] [--threads N]
+        [--root DIR (default: a temp dir)] [--size 224] [--threads N] [--pipelines ...]
+
+Per-core numbers (what the issue's ratios are about): --workers 0 --threads 1 runs every pipeline in this one
+process on one thread, so images/s is per core; CPU ms/image (all processes) gives the same for --workers N.
 
 Data: `--images` real JPEGs (quality 90, ImageNet-like sizes 333..640 px, smooth shapes + texture, ~50-100 KB)
 written to <root>/train/<class>/*.JPEG, so both pipelines read the same files from the same folder.
-  ours     : MaskedImageDataset (PIL decode, v2 RandomResizedCrop(224, (0.67,1)) + flip + ToTensor + normalise,
-             a block mask per sample from its own seeded generator) + collate + ResumableDistributedSampler,
-             DataLoader with the engine's settings (pretrain/engine.py Trainer._loader: drop_last, private
-             generator, pin_memory only on CUDA).
+  ours     : the trainer's data.backend=pil path, built by the trainer's own code (pretrain/backends.py +
+             pretrain.loader.build_loader): PIL decode + v2 RandomResizedCrop(224, (0.67,1)) + flip to uint8 in the
+             workers, a block mask per sample from its own seeded generator, collate, ResumableDistributedSampler,
+             and the consumer's normalisation of the uint8 batch (pretrain.backends.model_input; on the device in a
+             GPU run, here on the CPU and timed). Persistent workers off (one pass per loader: their CPU time must be
+             joined to be counted).
+  torchcodec / dali: the trainer's data.backend=torchcodec / dali paths: workers read the bytes and draw window,
+             flip and mask; the consumer decodes + crops + resizes + flips + normalises (TorchCodec's libjpeg-turbo
+             + torchvision kernels / a DALI CPU-only pipeline, device_id=None, --threads threads) - on the CPU here,
+             the device in a GPU run. Listed when the library imports.
+  decode_only: PIL's full decode of the same files, nothing else (the ceiling of any PIL-based CPU loader).
   baseline : torchvision.datasets.ImageFolder (PIL loader) + the same v2 transform, no mask, shuffle, drop_last.
   shm_collate: ours with the proposed collate (default_collate: a worker stacks the batch straight into shared
              memory; pretrain.data.collate's torch.stack makes a private batch that pickling copies once more).
@@ -20,7 +30,9 @@ every repeat, so load from other processes hits all alike); the first batch (wor
 warm-up and excluded: images/s = images after the first batch / time from the first to the last batch. CPU
 ms/image (all processes, workers included, whole pass) is the steadier measure on a shared host. Medians over
 repeats; ratio = ours / baseline images/s, ratio_cpu = baseline / ours CPU ms per image (>= 1: ours is at
-least as fast / as cheap).
+least as fast / as cheap); <p>_ratio(_cpu) the same for pipeline p; <p>_decode_ratio = p / decode_only images/s
+(<= 1: the share of the decode-only ceiling reached; ratio_decode for ours); <p>_per_core_img_per_s = 1000 / CPU ms
+per image.
 Decoders: ms per image of decoding the in-memory JPEG bytes to RGB, one thread: PIL (full, and draft mode =
 libjpeg DCT scaling to 1/2), torchvision.io.decode_jpeg, OpenCV imdecode (full, and IMREAD_REDUCED_COLOR_2)
 where cv2 imports; plus the per-sample decode + transform for the PIL and the tensor path.
@@ -49,7 +61,8 @@ from pretrain.masking import BlockMaskGenerator
 
 SIZES = ((500, 375), (375, 500), (500, 333), (333, 500), (500, 500), (640, 480))   # (w, h), ImageNet-like
 RRC_SCALE, RRC_RATIO = (0.67, 1.0), (3 / 4, 4 / 3)      # the ViT preset's crop (spec §4); CNNs use (0.8, 1)
-PIPELINES = ("ours", "baseline", "shm_collate", "proposed")
+PIPELINES = ("ours", "baseline", "shm_collate", "proposed", "torchcodec", "dali", "decode_only")
+BACKEND_PIPELINES = {"ours": "pil", "torchcodec": "torchcodec", "dali": "dali"}   # pipeline -> data.backend
 TARGET = 1.0                                             # ours / baseline images/s (issue #10)
 
 
@@ -132,8 +145,73 @@ def _transform(size: int):
     return build_transform(size, RRC_SCALE, RRC_RATIO, 0.5, "bilinear")
 
 
+def available_pipelines() -> list[str]:
+    """PIPELINES whose libraries import here (torchcodec, dali are optional)."""
+    out = []
+    for p in PIPELINES:
+        try:
+            if p == "torchcodec":
+                import torchcodec.decoders  # noqa: F401
+            elif p == "dali":
+                import nvidia.dali  # noqa: F401
+        except Exception:
+            continue
+        out.append(p)
+    return out
+
+
+def _data_section(backend: str, args, workers: int):
+    """The `data` keys the trainer's builders read, as a run with these settings would have them."""
+    from types import SimpleNamespace
+    return SimpleNamespace(kind="imagenet_folder", split="train", backend=backend, rrc_scale=list(RRC_SCALE),
+                           rrc_ratio=list(RRC_RATIO), hflip=0.5, interpolation="bilinear", skip_budget=100,
+                           max_image_pixels=None, num_workers=workers, prefetch_factor=2, pin_memory=True,
+                           persistent_workers=False, dali_threads=args.threads)
+
+
+def trainer_loader(root: Path, pipeline: str, args, workers: int):
+    """(DataLoader, consume) of the trainer's data.backend path, built by the trainer's own code: pretrain.backends
+    + pretrain.loader.build_loader. consume(batch) is the
+    step the training process does before the model (decode on the device backends, normalise)."""
+    from types import SimpleNamespace
+
+    from pretrain import backends
+    from pretrain.loader import build_loader
+
+    d = _data_section(BACKEND_PIPELINES[pipeline], args, workers)
+    source = backends.open_source(SimpleNamespace(**vars(d), root=str(root)))
+    ds, collate_fn = backends.build_dataset(d, source, args.size, BlockMaskGenerator(args.size, 32, 16, 0.6), 0)
+    sampler = backends.build_sampler(source, 1, 0, 0)
+    sampler.set_epoch(0, 0)
+    cpu = torch.device("cpu")
+    augment = backends.build_device_augment(d, ds, cpu, args.batch)
+    cfg = SimpleNamespace(data=d, run=SimpleNamespace(batch_per_gpu=args.batch))
+    return build_loader(ds, sampler, collate_fn, cfg, cpu), lambda b: backends.model_input(b[0], b[1], cpu, augment)[0]
+
+
+class DecodeOnlyDataset(torch.utils.data.Dataset):
+    """PIL's full decode of each file (pretrain.imageio.decode_rgb), nothing else; yields a 1-element tensor."""
+
+    def __init__(self, paths):
+        self.paths = paths
+
+    def __len__(self):
+        return len(self.paths)
+
+    def __getitem__(self, i):
+        from pretrain.imageio import decode_rgb
+        decode_rgb(self.paths[i])
+        return torch.zeros(1)
+
+
+def decode_only_loader(root: Path, args, workers: int) -> DataLoader:
+    return DataLoader(DecodeOnlyDataset(list_images(root, "imagenet_folder")), batch_size=args.batch, shuffle=True,
+                      drop_last=True, num_workers=workers, generator=torch.Generator().manual_seed(0))
+
+
 def ours_loader(root: Path, pipeline: str, args, workers: int) -> DataLoader:
-    """DataLoader exactly as pretrain/engine.py's Trainer._loader builds it (CPU: no pinned memory)."""
+    """The shm_collate / proposed variants of the PIL path (float normalised in the workers, as the trainer was
+    before uint8-through-the-workers), DataLoader as the trainer's but without persistent workers."""
     cls = TensorDecodeDataset if pipeline == "proposed" else MaskedImageDataset
     collate_fn = collate if pipeline == "ours" else shared_memory_collate
     ds = cls(list_images(root, "imagenet_folder"), _transform(args.size),
@@ -158,23 +236,33 @@ def _cpu_s() -> float:
     return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
 
 
-def time_pass(loader: DataLoader) -> dict:
+def _batch_len(batch) -> int:
+    x = batch if isinstance(batch, torch.Tensor) else batch[0]
+    return x.shape[0] if isinstance(x, torch.Tensor) else len(x.data)    # EncodedBatch: B encoded samples
+
+
+def time_pass(loader: DataLoader, consume=None) -> dict:
     """One pass. Wall: the first batch is warm-up, images/s counts the batches after it. CPU: everything
-    (workers included: a non-persistent loader joins them at the end of the pass), per image."""
+    (workers included: a non-persistent loader joins them at the end of the pass), per image. consume(batch): the
+    training process's own work on each batch (decode on the device backends, normalisation), timed too."""
+    consume = consume or (lambda b: None)
     c0, t0 = _cpu_s(), time.perf_counter()
     it = iter(loader)
     first = next(it)
+    consume(first)
+    first_n = _batch_len(first)
     t1 = time.perf_counter()
     n = 0
     for batch in it:               # exhausting the iterator shuts the workers down (joined -> RUSAGE_CHILDREN)
-        n += batch[0].shape[0]
+        consume(batch)
+        n += _batch_len(batch)
     t2 = time.perf_counter()
     if n == 0:
-        raise ValueError(f"only one batch per pass ({first[0].shape[0]} images): use more --images or a "
+        raise ValueError(f"only one batch per pass ({first_n} images): use more --images or a "
                          f"smaller --batch so that images after the warm-up batch are timed")
     del it
     return {"img_per_s": n / (t2 - t1), "first_batch_s": t1 - t0, "images": n,
-            "cpu_ms_per_img": (_cpu_s() - c0) * 1e3 / (n + first[0].shape[0])}
+            "cpu_ms_per_img": (_cpu_s() - c0) * 1e3 / (n + first_n)}
 
 
 def bench_loaders(root: Path, args) -> list[dict]:
@@ -184,99 +272,59 @@ def bench_loaders(root: Path, args) -> list[dict]:
         for rep in range(args.repeats):
             order = args.pipelines if rep % 2 == 0 else args.pipelines[::-1]
             for p in order:
-                loader = baseline_loader(root, args, workers) if p == "baseline" else \
-                    ours_loader(root, p, args, workers)
-                runs[p].append(time_pass(loader))
+                consume = None
+                if p == "baseline":
+                    loader = baseline_loader(root, args, workers)
+                elif p == "decode_only":
+                    loader = decode_only_loader(root, args, workers)
+                elif p in BACKEND_PIPELINES:
+                    loader, consume = trainer_loader(root, p, args, workers)
+                else:
+                    loader = ours_loader(root, p, args, workers)
+                runs[p].append(time_pass(loader, consume))
         row = {"num_workers": workers}
         for p, rs in runs.items():
             row[f"{p}_img_per_s"] = statistics.median(r["img_per_s"] for r in rs)
             row[f"{p}_all_img_per_s"] = [round(r["img_per_s"], 2) for r in rs]
             row[f"{p}_first_batch_s"] = statistics.median(r["first_batch_s"] for r in rs)
             row[f"{p}_cpu_ms_per_img"] = statistics.median(r["cpu_ms_per_img"] for r in rs)
+            row[f"{p}_per_core_img_per_s"] = 1e3 / row[f"{p}_cpu_ms_per_img"]
         for p in runs:
             key = "ratio" if p == "ours" else f"{p}_ratio"
             if p != "baseline" and "baseline" in runs:   # >= 1: at least as fast / as CPU-efficient as the baseline
                 row[key] = row[f"{p}_img_per_s"] / row["baseline_img_per_s"]
                 row[f"{key}_cpu"] = row["baseline_cpu_ms_per_img"] / row[f"{p}_cpu_ms_per_img"]
+            if p != "decode_only" and "decode_only" in runs:   # the share of the decode-only ceiling reached
+                dkey = "ratio_decode" if p == "ours" else f"{p}_decode_ratio"
+                row[dkey] = row[f"{p}_img_per_s"] / row["decode_only_img_per_s"]
+                row[f"{dkey}_cpu"] = row["decode_only_cpu_ms_per_img"] / row[f"{p}_cpu_ms_per_img"]
         rows.append(row)
         print(f"workers {workers}: " + "  ".join(f"{p} {row[f'{p}_img_per_s']:.1f} img/s" for p in runs)
               + (f"  ratio ours/baseline {row['ratio']:.3f} (cpu {row['ratio_cpu']:.3f}; target >= {TARGET})"
                  if "ratio" in row else "")
               + "".join(f"  {p}/baseline {row[f'{p}_ratio']:.3f} (cpu {row[f'{p}_ratio_cpu']:.3f})"
                         for p in ("shm_collate", "proposed") if f"{p}_ratio" in row), flush=True)
+    print_ratio_table(row)
     return rows
 
 
-# ------------------------------------------------------------------------------------------------ decoders
-def _decoders() -> dict:
-    """name -> fn(jpeg bytes) -> RGB image (PIL image, or uint8 array/tensor), fully decoded."""
-    from torchvision.io import ImageReadMode, decode_jpeg
-
-    def pil(b):
-        with Image.open(io.BytesIO(b)) as im:
-            return im.convert("RGB")
-
-    def pil_draft2(b):                       # libjpeg DCT-domain scaling to 1/2 (reduced decoding)
-        with Image.open(io.BytesIO(b)) as im:
-            im.draft("RGB", (im.width // 2, im.height // 2))
-            return im.convert("RGB")
-
-    def tv(b):
-        return decode_jpeg(torch.frombuffer(bytearray(b), dtype=torch.uint8), mode=ImageReadMode.RGB)
-
-    dec = {"pil": pil, "pil_draft_half": pil_draft2, "torchvision_decode_jpeg": tv}
-    try:
-        import cv2
-    except ImportError:
-        return dec
-    cv2.setNumThreads(1)
-    for name, flag in (("opencv_imdecode", cv2.IMREAD_COLOR), ("opencv_reduced_half", cv2.IMREAD_REDUCED_COLOR_2)):
-        dec[name] = (lambda f: lambda b: cv2.cvtColor(cv2.imdecode(np.frombuffer(b, np.uint8), f),
-                                                      cv2.COLOR_BGR2RGB))(flag)
-    return dec
-
-
-def _median_ms(fn, items, repeats: int) -> float:
-    """Median over repeats of the mean ms per item (one warm-up call on the first item)."""
-    fn(items[0])
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        for x in items:
-            fn(x)
-        times.append((time.perf_counter() - t0) * 1e3 / len(items))
-    return statistics.median(times)
-
-
-def bench_decoders(paths: list[Path], args) -> dict:
-    """ms/image of each decoder, and of decode + transform on the PIL and the tensor path, one torch thread."""
-    data = [p.read_bytes() for p in paths]
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)                 # as in a DataLoader worker
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", DeprecationWarning)  # torchvision 0.29: io decoders -> TorchCodec
-            dec = _decoders()
-            ms = {name: _median_ms(fn, data, args.repeats) for name, fn in dec.items()}
-            tf = _transform(args.size)
-            torch.manual_seed(0)
-            pipe = {"pil_decode_transform": _median_ms(lambda b: tf(dec["pil"](b)), data, args.repeats),
-                    "tensor_decode_transform": _median_ms(lambda b: tf(dec["torchvision_decode_jpeg"](b)), data,
-                                                          args.repeats)}
-    finally:
-        torch.set_num_threads(threads)
-    full = {k: v for k, v in ms.items() if "draft" not in k and "reduced" not in k}
-    out = {"ms_per_image": ms, "ms_per_sample_decode_transform": pipe,
-           "fastest_full_decoder": min(full, key=full.get),
-           "speedup_vs_pil": {k: ms["pil"] / v for k, v in ms.items()},
-           "tensor_path_speedup": pipe["pil_decode_transform"] / pipe["tensor_decode_transform"],
-           "note": "torchvision.io's decoders are deprecated since torchvision 0.29 in favour of TorchCodec "
-                   "(not installed here)"}
-    print("decode ms/image (1 thread): " + "  ".join(f"{k} {v:.2f}" for k, v in ms.items()))
-    print(f"decode+transform ms/sample: PIL path {pipe['pil_decode_transform']:.2f}, tensor path "
-          f"{pipe['tensor_decode_transform']:.2f} (x{out['tensor_path_speedup']:.2f}); fastest full decoder: "
-          f"{out['fastest_full_decoder']}", flush=True)
-    return out
+def print_ratio_table(row: dict) -> None:
+    """Each trainer backend against torchvision ImageFolder and against PIL decode-only, same run."""
+    names = [p for p in ("ours", "torchcodec", "dali") if f"{p}_img_per_s" in row]
+    if not names:
+        return
+    print(f"  {'backend':<12}{'img/s':>9}{'per-core':>10}{'/torchvision':>14}{'(cpu)':>8}{'/decode-only':>14}{'(cpu)':>8}")
+    for p in names:
+        r = "ratio" if p == "ours" else f"{p}_ratio"
+        dr = "ratio_decode" if p == "ours" else f"{p}_decode_ratio"
+        label = "pil (ours)" if p == "ours" else p
+        fmt = lambda k: f"{row[k]:.3f}" if k in row else "-"   # noqa: E731
+        print(f"  {label:<12}{row[f'{p}_img_per_s']:>9.1f}{row[f'{p}_per_core_img_per_s']:>10.1f}{fmt(r):>14}"
+              f"{fmt(r + '_cpu'):>8}{fmt(dr):>14}{fmt(dr + '_cpu'):>8}")
+    for p in ("baseline", "decode_only"):
+        if f"{p}_img_per_s" in row:
+            print(f"  {('torchvision' if p == 'baseline' else 'decode-only'):<12}{row[f'{p}_img_per_s']:>9.1f}"
+                  f"{row[f'{p}_per_core_img_per_s']:>10.1f}", flush=True)
 
 
 # ------------------------------------------------------------------------------------------------ main
@@ -288,13 +336,15 @@ def main(argv=None) -> dict:
     ap.add_argument("--size", type=int, default=224)
     ap.add_argument("--workers", type=int, nargs="+", default=[0, 2])
     ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--pipelines", nargs="+", default=list(PIPELINES), choices=PIPELINES)
+    ap.add_argument("--pipelines", nargs="+", default=None, choices=PIPELINES,
+                    help="default: every pipeline whose library imports here")
     ap.add_argument("--no-decoders", action="store_true", help="skip the per-image decoder comparison")
     ap.add_argument("--threads", type=int, default=1,
                     help="torch threads of the main process (default 1, as in a DataLoader worker; with 2+ threads "
                          "and num_workers 0 the small per-image ops ran 5x slower on a shared 2-core host)")
     ap.add_argument("--out", default=None, help="write the results as JSON here")
     args = ap.parse_args(argv)
+    args.pipelines = args.pipelines or available_pipelines()
     if args.images < 2 * args.batch:
         ap.error(f"--images {args.images} < 2 x --batch {args.batch}: nothing left to time after the warm-up batch")
     torch.set_num_threads(args.threads)
@@ -309,7 +359,8 @@ def main(argv=None) -> dict:
                            "sizes_wh": sorted({_size(p) for p in paths})},
                   "target_ratio": TARGET, "loaders": bench_loaders(root, args)}
         if not args.no_decoders:
-            result["decoders"] = bench_decoders(paths, args)
+            from benchmarks.perf.decoders import bench_decoders
+            result["decoders"] = bench_decoders(paths, args.repeats, _transform(args.size))
     if args.out:
         atomic_write_json(args.out, result)
     return result
