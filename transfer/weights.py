@@ -50,18 +50,20 @@ class LoadReport:
     missing: list[str] = field(default_factory=list)            # target tensors with no source (gate: fail)
     unexpected: list[str] = field(default_factory=list)         # source tensors with no target (gate: fail)
     shape_mismatched: list[dict] = field(default_factory=list)  # {key, target, source} (gate: fail)
+    non_finite: list[dict] = field(default_factory=list)        # {key, nan, inf}: source tensors (gate: fail)
     allowed_missing: list[str] = field(default_factory=list)
     allowed_unexpected: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)               # renames, resizes, dropped pre-training keys
 
     @property
     def ok(self) -> bool:
-        return not (self.missing or self.unexpected or self.shape_mismatched)
+        return not (self.missing or self.unexpected or self.shape_mismatched or self.non_finite)
 
     @property
     def counts(self) -> dict[str, int]:
         return {"matched": len(self.matched), "missing": len(self.missing), "unexpected": len(self.unexpected),
-                "shape_mismatched": len(self.shape_mismatched), "allowed_missing": len(self.allowed_missing),
+                "shape_mismatched": len(self.shape_mismatched), "non_finite": len(self.non_finite),
+                "allowed_missing": len(self.allowed_missing),
                 "allowed_unexpected": len(self.allowed_unexpected)}
 
     def to_dict(self) -> dict:
@@ -70,6 +72,7 @@ class LoadReport:
     def table(self, limit: int = 25) -> str:
         rows = [("missing", k, "") for k in self.missing] + [("unexpected", k, "") for k in self.unexpected]
         rows += [("shape", d["key"], f"target {d['target']} vs source {d['source']}") for d in self.shape_mismatched]
+        rows += [("non-finite", d["key"], f"{d['nan']} NaN, {d['inf']} inf values") for d in self.non_finite]
         width = max([len(r[1]) for r in rows] + [10])
         lines = [f"  {kind:<10}  {key:<{width}}  {extra}".rstrip() for kind, key, extra in rows[:limit]]
         if len(rows) > limit:
@@ -106,6 +109,8 @@ def load_with_report(model_or_module: nn.Module, state_dict: Mapping[str, torch.
             rep.shape_mismatched.append({"key": key, "target": list(dst.shape), "source": list(src.shape)})
         else:
             rep.matched.append(key)
+            if src.is_floating_point() and not bool(torch.isfinite(src).all()):
+                rep.non_finite.append({"key": key, "nan": int(torch.isnan(src).sum()), "inf": int(torch.isinf(src).sum())})
     for key in state_dict:
         if key not in target:
             (rep.allowed_unexpected if _match_any(key, allow_unexpected) else rep.unexpected).append(key)
@@ -115,8 +120,8 @@ def load_with_report(model_or_module: nn.Module, state_dict: Mapping[str, torch.
         c = rep.counts
         raise IncompleteLoadError(
             f"backbone weights from {source or 'state dict'} failed the load gate: {c['missing']} missing, "
-            f"{c['unexpected']} unexpected, {c['shape_mismatched']} shape-mismatched of {len(target)} target "
-            f"tensors (prefixes {prefixes or 'all'}); nothing was loaded\n{rep.table()}"
+            f"{c['unexpected']} unexpected, {c['shape_mismatched']} shape-mismatched, {c['non_finite']} with NaN/inf "
+            f"values of {len(target)} target tensors (prefixes {prefixes or 'all'}); nothing was loaded\n{rep.table()}"
             + (f"\nfull report: {report_path}" if report_path else ""))
     with torch.no_grad():
         for key in rep.matched:
@@ -174,6 +179,7 @@ def read_backbone_weights(path: str | Path) -> tuple[dict[str, torch.Tensor], di
     if path.suffix == ".safetensors":
         from pretrain.export_format import read_backbone
         sd, meta = read_backbone(path)
+        check_sidecar(dict(sd), meta, path)
         return dict(sd), meta, []
     if path.suffix in (".pth", ".pt", ".ckpt"):
         try:
@@ -185,6 +191,37 @@ def read_backbone_weights(path: str | Path) -> tuple[dict[str, torch.Tensor], di
         return sd, {**meta, "sha256": sha256_file(path)}, notes
     raise WeightsFormatError(f"{path}: unknown weights format '{path.suffix}'; expected an exported "
                              f".safetensors (python -m pretrain.export) or an official A²MIM .pth")
+
+
+def check_sidecar(sd: Mapping[str, torch.Tensor], meta: dict, path: Path) -> None:
+    """The sidecar describes these tensors, before anything is labelled with it: its preset names its timm model, and
+    that model (built on the meta device: no memory, no init) has exactly these keys and shapes. WeightsFormatError
+    otherwise (an R18 export whose sidecar says resnet50 would be reported as a ResNet-50)."""
+    from pretrain.models.presets import PRESETS
+    name, preset = meta.get("timm_name"), meta.get("preset")
+    if not name:
+        return
+    hand = ((meta.get("pretrain_config") or {}).get("model") or {}).get("timm_name")
+    if preset in PRESETS and not hand and PRESETS[preset].timm_name != name:
+        raise WeightsFormatError(f"{path}: its sidecar says preset {preset!r} (timm {PRESETS[preset].timm_name}) but "
+                                 f"timm_name {name!r}; the sidecar contradicts itself")
+    from transfer.backbones import build_timm_body
+    try:
+        with torch.device("meta"):
+            body = build_timm_body(name, meta.get("timm_kwargs") or {}, meta.get("kind", "cnn"), meta.get("input_size"))
+    except Exception as e:      # noqa: BLE001  (timm: unknown model / bad kwargs)
+        raise WeightsFormatError(f"{path}: its sidecar names timm model {name!r} with {meta.get('timm_kwargs')}, "
+                                 f"which timm cannot build ({type(e).__name__}: {e})") from None
+    own = {k: tuple(v.shape) for k, v in body.state_dict().items() if not _match_any(k, COUNTER_KEYS)}
+    got = {k: tuple(v.shape) for k, v in sd.items() if not _match_any(k, COUNTER_KEYS)}
+    missing, extra = [k for k in own if k not in got], [k for k in got if k not in own]
+    shapes = [f"{k} {got[k]} vs {own[k]}" for k in own if k in got and got[k] != own[k]]
+    if missing or extra or shapes:
+        what = "; ".join(f"{n} {kind} e.g. {items[:3]}" for kind, items, n in (
+            ("missing", missing, len(missing)), ("unexpected", extra, len(extra)), ("shape-mismatched", shapes, len(shapes)))
+            if items)
+        raise WeightsFormatError(f"{path}: the tensors do not fit the architecture its sidecar names ({name}, preset "
+                                 f"{preset}): {what}; the sidecar does not describe these weights")
 
 
 # ----------------------------------------------------------------------------- converting to a target model

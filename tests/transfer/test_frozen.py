@@ -78,7 +78,9 @@ def test_entry_point_shares_one_cache_and_records_the_run_identity(tmp_path, wor
     assert rows[0]["cache_hit"] is False and rows[1]["cache_hit"] is True      # one backbone pass for both
     assert rows[0]["train_images"] == 24 and rows[0]["val_images"] == 16 and rows[0]["dim"] == 256 + 512
     assert len(list((tmp_path / "cache").glob("*.safetensors"))) == 2           # train + val of these weights
-    assert _run(tmp_path, weights, data, "linear") == 0                          # complete: left as it is
+    assert _run(tmp_path, weights, data, "linear", "run.seed=2") == 0            # complete: left as it is
+    assert json.loads((tmp_path / "linear" / "result.json").read_text())["time"] == lin["time"]
+    assert _run(tmp_path, weights, data, "linear") == 1      # the same folder with other settings: refused
     assert json.loads((tmp_path / "linear" / "result.json").read_text())["time"] == lin["time"]
 
 

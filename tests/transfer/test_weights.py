@@ -7,8 +7,8 @@ import pytest
 import torch
 import torch.nn as nn
 
-from transfer.weights import (IncompleteLoadError, _from_openmixup, _openmixup_vit_to_timm, load_backbone_into,
-                              load_with_report, read_backbone_weights)
+from transfer.weights import (IncompleteLoadError, WeightsFormatError, _from_openmixup, _openmixup_vit_to_timm,
+                              load_backbone_into, load_with_report, read_backbone_weights)
 
 torch.set_num_threads(1)
 C4 = "transfer/mmdet/configs/mask_rcnn_r50_c4_2x_moco.py"
@@ -32,7 +32,7 @@ def test_gate_fails_on_one_renamed_key_names_it_and_loads_nothing(tmp_path):
     with pytest.raises(IncompleteLoadError) as e:
         load_with_report(m, sd, report_path=tmp_path / "load_report.json", source="ckpt.safetensors")
     msg = str(e.value)
-    assert "1 missing, 1 unexpected, 0 shape-mismatched of 7 target tensors" in msg
+    assert "1 missing, 1 unexpected, 0 shape-mismatched, 0 with NaN/inf values of 7 target tensors" in msg
     assert "missing     0.weight" in msg and "unexpected  0.weigth" in msg
     rep = json.loads((tmp_path / "load_report.json").read_text())
     assert rep["ok"] is False and rep["missing"] == ["0.weight"] and rep["unexpected"] == ["0.weigth"]
@@ -57,7 +57,7 @@ def test_gate_loads_exact_values_with_allow_lists(tmp_path):
     rep = load_with_report(m, sd, allow_missing=("*.num_batches_tracked",), allow_unexpected=("mask_token",),
                            report_path=tmp_path / "r.json")
     assert rep.ok and rep.allowed_missing == ["1.num_batches_tracked"] and rep.allowed_unexpected == ["mask_token"]
-    assert rep.counts == {"matched": 6, "missing": 0, "unexpected": 0, "shape_mismatched": 0,
+    assert rep.counts == {"matched": 6, "missing": 0, "unexpected": 0, "shape_mismatched": 0, "non_finite": 0,
                           "allowed_missing": 1, "allowed_unexpected": 1}
     assert m[0].bias.tolist() == [0.0, 1.0, 2.0, 3.0]
     assert m[1].running_var.tolist() == [0.0, 1.0, 2.0, 3.0]
@@ -146,7 +146,7 @@ def test_r50_export_into_mask_rcnn_c4_backbone_and_res5_head(r50_weights, tmp_pa
     model = _build(C4, "mmdet")
     rep = load_backbone_into(model, r50_weights, report_path=tmp_path / "load_report.json")
     # torchvision R50 without fc: 53 convs (stem 1 + 16 blocks x 3 + 4 downsample) + 53 BNs x 5 tensors = 318
-    assert rep.counts == {"matched": 318, "missing": 0, "unexpected": 0, "shape_mismatched": 0,
+    assert rep.counts == {"matched": 318, "missing": 0, "unexpected": 0, "shape_mismatched": 0, "non_finite": 0,
                           "allowed_missing": 0, "allowed_unexpected": 0}
     assert rep.prefixes == ["backbone.", "roi_head.shared_head.layer4."]
     src = load_file(str(r50_weights))
@@ -163,9 +163,12 @@ def test_gate_fails_on_exported_r50_with_one_renamed_key(r50_weights, tmp_path):
     sd, meta = read_backbone(r50_weights)
     sd["layer2.0.conv2.weights"] = sd.pop("layer2.0.conv2.weight")
     bad = write_backbone(tmp_path / "renamed.safetensors", sd, {k: v for k, v in meta.items() if k != "sha256"})
+    with pytest.raises(WeightsFormatError, match=r"do not fit the architecture its sidecar names \(resnet50.*"
+                                                 r"1 missing e.g. \['layer2.0.conv2.weight'\]"):
+        read_backbone_weights(bad)          # reading refuses a sidecar that does not describe the tensors ...
     model = _build(C4, "mmdet")
-    with pytest.raises(IncompleteLoadError) as e:
-        load_backbone_into(model, bad, report_path=tmp_path / "load_report.json")
+    with pytest.raises(IncompleteLoadError) as e:   # ... and the gate refuses them on its own too
+        load_backbone_into(model, bad, report_path=tmp_path / "load_report.json", loaded=(sd, meta, []))
     assert "missing     backbone.layer2.0.conv2.weight" in str(e.value)
     assert "unexpected  backbone.layer2.0.conv2.weights" in str(e.value)
     assert json.loads((tmp_path / "load_report.json").read_text())["missing"] == ["backbone.layer2.0.conv2.weight"]
@@ -175,10 +178,10 @@ def test_gate_fails_on_exported_r50_with_one_renamed_key(r50_weights, tmp_path):
 def test_gate_fails_when_the_c4_res5_head_gets_no_weights(r50_weights, tmp_path):
     from pretrain.export_format import read_backbone, write_backbone
     sd, meta = read_backbone(r50_weights)
-    no_res5 = write_backbone(tmp_path / "no_layer4.safetensors", {k: v for k, v in sd.items() if "layer4" not in k},
-                             {k: v for k, v in meta.items() if k != "sha256"})
+    part = {k: v for k, v in sd.items() if "layer4" not in k}
+    no_res5 = write_backbone(tmp_path / "no_layer4.safetensors", part, {k: v for k, v in meta.items() if k != "sha256"})
     with pytest.raises(IncompleteLoadError, match=r"missing     roi_head.shared_head.layer4.0.conv1.weight"):
-        load_backbone_into(_build(C4, "mmdet"), no_res5)
+        load_backbone_into(_build(C4, "mmdet"), no_res5, loaded=(part, meta, []))
 
 
 @pytest.mark.openmmlab
@@ -191,7 +194,7 @@ def test_vitb_export_into_upernet_vit_zero_missing_and_resized(vitb_weights, tmp
                         prefix="backbone.")
     # timm Beit ViT-B: 4 (cls, pos, patch w/b) + 12 blocks x 16 + final norm 2 = 198, all loaded (the unused final
     # norm keeps its values, frozen: FeatureBackbone.unused)
-    assert rep.counts == {"matched": 198, "missing": 0, "unexpected": 0, "shape_mismatched": 0,
+    assert rep.counts == {"matched": 198, "missing": 0, "unexpected": 0, "shape_mismatched": 0, "non_finite": 0,
                           "allowed_missing": 0, "allowed_unexpected": 0}
     assert model.backbone.unused == {"norm.weight", "norm.bias"}
     assert "resized pos_embed (1, 197, 768) -> (1, 1025, 768)" in rep.notes          # 224/16=14 -> 512/16=32

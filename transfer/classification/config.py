@@ -14,6 +14,7 @@ from typing import List, Optional
 from omegaconf import MISSING
 
 from pretrain.config import ConfigError, LoopRunConfig, ScheduleConfig, StrictSchema, schedule_checks, to_yaml
+from pretrain.schema import at_least, crop_checks, loop_run_checks, optim_checks, within
 from pretrain.models.presets import get_preset
 
 
@@ -50,6 +51,10 @@ class ClsDataConfig:
     num_workers: int = 8                  # per process
     skip_budget: int = 100                # unreadable images tolerated per run before it fails
     max_image_pixels: Optional[int] = None  # decompression-bomb limit; None: PIL's
+    # loader hygiene of the shared loop (pretrain.loop.Loop.build_loader): one DataLoader per run
+    prefetch_factor: int = 2              # batches each worker loads ahead (num_workers > 0)
+    pin_memory: bool = True               # page-locked batches when training on CUDA
+    persistent_workers: bool = True       # one set of workers for the whole run (num_workers > 0)
 
 
 @dataclass
@@ -150,6 +155,20 @@ def _checks(cfg: ClsConfig) -> list:
                      ("run.eval_batch_per_gpu", r.eval_batch_per_gpu)):
         if val is not None:
             checks.append((key, val >= 1, "an integer >= 1 or null"))
+    mx, ls = cfg.mixup, cfg.loss
+    checks += [*optim_checks(o), *crop_checks(d), *loop_run_checks(r),
+               within("optim.momentum", o.momentum, 0, 1, hi_open=True),
+               at_least("data.train_size", d.train_size, 1), at_least("data.test_size", d.test_size, 1),
+               at_least("data.num_workers", d.num_workers, 0), at_least("data.color_jitter", d.color_jitter, 0),
+               at_least("data.prefetch_factor", d.prefetch_factor, 1),
+               within("data.re_prob", d.re_prob, 0, 1),
+               at_least("data.max_image_pixels", d.max_image_pixels, 1, null=True),
+               within("model.drop_path", cfg.model.drop_path, 0, 1, hi_open=True),
+               at_least("model.head_init_std", cfg.model.head_init_std, 0),
+               at_least("mixup.mixup_alpha", mx.mixup_alpha, 0), at_least("mixup.cutmix_alpha", mx.cutmix_alpha, 0),
+               within("mixup.prob", mx.prob, 0, 1), within("mixup.switch_prob", mx.switch_prob, 0, 1),
+               within("loss.label_smoothing", ls.label_smoothing, 0, 1, hi_open=True),
+               within("loss.bce_target_thresh", ls.bce_target_thresh, 0, 1, null=True)]
     return checks + schedule_checks(s)
 
 

@@ -75,6 +75,9 @@ class ClassificationLoop(Loop):
     def __init__(self, cfg: ClsConfig):
         super().__init__(cfg, changed_keys, to_yaml)
 
+    def input_weights(self) -> str:
+        return self.cfg.model.weights
+
     # ---- data lists (before setup)
     def count_train_samples(self) -> int:
         d = self.cfg.data

@@ -1,6 +1,8 @@
-"""python -m transfer.classification.train CONFIG --weights W.safetensors [--data-root ROOT] [--work-dir D]
+"""python -m transfer.classification.train CONFIG --weights W.safetensors [--data-root ROOT] [--work-dir D] [--tiny]
 [key=value ...]: ImageNet-1K fine-tuning or linear probing (CONFIG: transfer/classification/configs/*.yaml).
 
+--tiny: a CPU smoke run of any preset (TINY below, before your own key=value overrides, which win); the protocol
+is marked +tiny.
 Launch with torchrun / srun for several processes. The run folder (--work-dir, default runs/classification/<config
 stem>) auto-resumes; a complete one is left as it is. Writes load_report.json (the weight gate: every backbone
 tensor matched, else IncompleteLoadError), config.yaml, metrics.jsonl, tb/, checkpoints/, result.json and done.
@@ -13,6 +15,9 @@ import sys
 from pathlib import Path
 
 CONFIG_DIR = Path(__file__).parent / "configs"
+# --tiny: 2 steps of batch 4 at 64 px, no workers, no repeated augmentation or SyncBN, evaluation at the end only
+TINY = ["run.max_steps=2", "run.batch_per_gpu=4", "run.log_interval=1", "run.eval_interval=0", "run.syncbn=false",
+        "data.num_workers=0", "data.repeated_aug=1", "data.train_size=64", "data.test_size=64", "data.test_resize=73"]
 
 
 def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
@@ -24,7 +29,11 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     p.add_argument("config", help="YAML preset (a path, or a name in transfer/classification/configs/)")
     p.add_argument("--weights", required=True, help="exported backbone .safetensors (or an official A2MIM .pth)")
     p.add_argument("--data-root", help="ImageNet folder with train/ and val/ class folders (sets data.root)")
-    p.add_argument("--work-dir", help="run folder (sets run.out_dir; default runs/classification/<config stem>)")
+    p.add_argument("--work-dir", "--out", dest="work_dir",
+                   help="run folder (sets run.out_dir; default runs/classification/<config stem>)")
+    p.add_argument("--tiny", action="store_true", help="CPU smoke run: " + " ".join(TINY))
+    p.add_argument("--force-new", action="store_true",
+                   help="the run folder holds a run made from other inputs (or any run): move it aside, start fresh")
     p.add_argument("overrides", nargs="*", help="dotted key=value overrides, e.g. optim.lr=1e-3 run.max_steps=20")
     return p
 
@@ -43,6 +52,9 @@ def main(argv: list[str] | None = None) -> int:
     from pretrain.config import ConfigError
     from pretrain.data import DataError
     from pretrain.export_format import ExportFormatError
+    from pretrain.fingerprint import InputsChangedError
+    from pretrain.runlock import RunLockError
+    from pretrain.signals import RunInterrupted
     from transfer.weights import IncompleteLoadError, WeightsFormatError
 
     config = resolve_config(args.config)
@@ -52,15 +64,20 @@ def main(argv: list[str] | None = None) -> int:
         over.append(f"data.root={args.data_root}")
     try:
         from transfer.classification.config import load_config
-        cfg = load_config(config, [*over, *args.overrides])
+        cfg = load_config(config, [*over, *(TINY if args.tiny else []), *args.overrides])
         from pretrain.loop import run_loop
         from transfer.classification.task import ClassificationLoop
         from transfer.results import override_markers
         loop = ClassificationLoop(cfg)
-        loop.markers = override_markers(args.overrides)      # a changed recipe is never the published protocol
+        # a changed recipe is never the published protocol
+        loop.markers = override_markers(args.overrides) + (["tiny"] if args.tiny else [])
+        loop.force_new = args.force_new
         run_dir = run_loop(loop)
+    except RunInterrupted as e:            # a stop signal: saved; run the same command again to resume
+        print(f"{e}", file=sys.stderr)
+        return e.code
     except (ConfigError, DataError, CheckpointError, FloatingPointError, IncompleteLoadError, WeightsFormatError,
-            ExportFormatError, FileNotFoundError) as e:
+            ExportFormatError, FileNotFoundError, RunLockError, InputsChangedError) as e:
         print(f"error: {type(e).__name__}: {e}", file=sys.stderr)
         return 1
     logging.getLogger("transfer.classification").info("run folder: %s", run_dir)

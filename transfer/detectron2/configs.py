@@ -136,6 +136,23 @@ def check_config(cfg: CN) -> None:
         raise ValueError(f"SOLVER.OPTIMIZER must be SGD or ADAMW, got {cfg.SOLVER.OPTIMIZER!r}")
 
 
+def tiny_opts(name: str, size: int = 96, iters: int = 2) -> list[str]:
+    """--tiny: a CPU smoke run of config `name` (KEY VALUE pairs, applied before the user's own): short side `size`,
+    `iters` iterations of batch 2, few RoIs and detections, no workers, no PreciseBN, no periodic checkpoint. The
+    configs' lr and warm-up stay; the ViT's position table is resized to the input (MODEL.EXPORTED.IMG_SIZE)."""
+    longest = size * 4 // 3
+    opts = ["SOLVER.MAX_ITER", str(iters), "SOLVER.IMS_PER_BATCH", "2",
+            "INPUT.MIN_SIZE_TRAIN", f"({size},)", "INPUT.MAX_SIZE_TRAIN", str(longest), "INPUT.MIN_SIZE_TEST",
+            str(size), "INPUT.MAX_SIZE_TEST", str(longest), "MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE", "32",
+            "MODEL.RPN.BATCH_SIZE_PER_IMAGE", "64", "MODEL.RPN.PRE_NMS_TOPK_TEST", "200",
+            "MODEL.RPN.POST_NMS_TOPK_TEST", "20", "TEST.DETECTIONS_PER_IMAGE", "20",
+            "MODEL.ROI_HEADS.SCORE_THRESH_TEST", "0.0", "DATALOADER.NUM_WORKERS", "0",
+            "SOLVER.CHECKPOINT_PERIOD", "100000", "TEST.PRECISE_BN.ENABLED", "False"]
+    if name.startswith("vit"):
+        opts += ["MODEL.EXPORTED.IMG_SIZE", str(-(-longest // 32) * 32)]
+    return opts
+
+
 def get_config(name: str, opts: list[str] | tuple = ()) -> CN:
     """Config `name` with `opts` (KEY VALUE pairs, detectron2 syntax; unknown keys fail)."""
     if name not in CONFIGS:

@@ -3,6 +3,10 @@ export for detectron2 tools (training here loads in memory, transfer/detectron2/
 
     python -m transfer.detectron2.convert WEIGHTS OUT.pkl [--img-size 1024] [--quiet]
 
+A ResNet also gets OUT.yaml: the stock settings to merge after a model-zoo config (STRIDE_IN_1X1 false, INPUT.FORMAT
+RGB, torchvision mean/std in 0-255 units, DEPTH, RES2_OUT_CHANNELS 64 for 18/34), so that stock detectron2 builds
+the network the weights belong to.
+
 Prints every renamed key (source -> detectron2 name) unless --quiet.
 
 WEIGHTS: an exported backbone (`.safetensors` + `.json`, timm names) or an official A²MIM / openmixup `.pth`
@@ -147,7 +151,34 @@ def convert(weights: str | Path, out: str | Path, img_size: int = 1024) -> dict:
     obj = {"model": {k: _to_numpy(v) for k, v in model.items()}, "__author__": AUTHOR,
            "matching_heuristics": True, "a2mim": info}
     atomic_write(out, lambda f: pickle.dump(obj, f, protocol=4))
+    if kind == "resnet":
+        info["stock_yaml"] = str(write_stock_yaml(out, info["depth"]))
     return info
+
+
+def write_stock_yaml(pkl: str | Path, depth: int) -> Path:
+    """OUT.yaml beside OUT.pkl: the stock-detectron2 settings this ResNet needs (stock get_cfg() keys only). Its
+    defaults would load the .pkl without a warning into the wrong network: STRIDE_IN_1X1 True (MSRA: stride in the
+    1x1 conv; torchvision/timm put it in the 3x3) and caffe BGR pixels with std 1."""
+    from transfer.detectron2.configs import TORCHVISION_MEAN_255, TORCHVISION_STD_255
+
+    pkl = Path(pkl).resolve()
+    path = pkl.with_suffix(".yaml")
+    res2 = "\n    RES2_OUT_CHANNELS: 64          # basic blocks (ResNet-18/34); FPN configs only" if depth < 50 else ""
+    text = (f"# Stock detectron2 settings for {pkl.name} (a torchvision-style ResNet-{depth}), written by\n"
+            f"# transfer.detectron2.convert. Merge AFTER a model-zoo config, e.g.\n"
+            f"#   cfg = get_cfg()\n"
+            f"#   cfg.merge_from_file(model_zoo.get_config_file('COCO-InstanceSegmentation/mask_rcnn_R_50_FPN_1x.yaml'))\n"
+            f"#   cfg.merge_from_file('{path.name}')\n"
+            f"MODEL:\n  WEIGHTS: {pkl}\n"
+            f"  PIXEL_MEAN: {list(TORCHVISION_MEAN_255)}   # RGB, torchvision's mean in 0-255 units\n"
+            f"  PIXEL_STD: {list(TORCHVISION_STD_255)}\n"
+            f"  RESNETS:\n    DEPTH: {depth}\n    STRIDE_IN_1X1: false         # torchvision: stride in the 3x3 conv"
+            f"{res2}\n"
+            f"INPUT:\n  FORMAT: RGB\n")
+    from pretrain.fileio import atomic_write_text
+    atomic_write_text(path, text)
+    return path
 
 
 # ---- reading a .pkl back without executing arbitrary pickled code (numpy arrays and plain containers only)
@@ -202,6 +233,12 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  note: {note}")
     depth = f" (depth {info['depth']})" if "depth" in info else ""
     print(f"wrote {a.out}: {n} tensors, {info['kind']}{depth}; notes: {len(info['notes'])}")
+    if "stock_yaml" in info:
+        print(f"wrote {info['stock_yaml']}: merge it after a stock model-zoo config (STRIDE_IN_1X1 false, RGB, "
+              f"torchvision mean/std)")
+    else:
+        print("stock detectron2 has no native names for this family: train it with python -m transfer.detectron2.train "
+              "(the backbone contract, MODEL.EXPORTED.*)")
     return 0
 
 

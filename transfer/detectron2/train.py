@@ -1,7 +1,7 @@
 """COCO instance segmentation with detectron2: convert -> load + gate -> train -> COCOEvaluator -> result.json.
 
-    python -m transfer.detectron2.train --config {r50_c4_1x,r50_c4_2x,r50_fpn_1x,vit_base_sfp}
-        --weights EXPORTED.safetensors|OFFICIAL.pth --data-root COCO_ROOT [--output-dir D]
+    python -m transfer.detectron2.train --config {r50_c4_1x,r50_c4_2x,r50_fpn_1x,exported_fpn_1x,vit_base_sfp}
+        --weights EXPORTED.safetensors|OFFICIAL.pth --data-root COCO_ROOT [--work-dir D] [--tiny [--tiny-size S] [--iters N]]
         [--num-gpus N --num-machines M --machine-rank R --dist-url U] [KEY VALUE ...]
 
 COCO_ROOT holds annotations/instances_{train,val}2017.json and {train,val}2017/ (the real layout, or the toy
@@ -52,14 +52,9 @@ def coco_paths(root: str | Path) -> dict[str, tuple[Path, Path]]:
 
 
 def preflight_coco(root: str | Path) -> None:
-    """The shared COCO pre-flight (pretrain.datacheck) on both splits: DatasetError naming files and keys."""
-    from pretrain.datacheck import Report, check_coco_images, check_coco_json
-
-    rep = Report("detectron2 data", str(root))
-    for ann, images in coco_paths(root).values():
-        _, files = check_coco_json(ann, images, rep=rep)
-        check_coco_images(files, rep, full=False)
-    rep.raise_if_bad()
+    """The shared COCO pre-flight (transfer.datacheck) on both splits: DatasetError naming files and keys."""
+    from transfer.datacheck import preflight_coco_root
+    preflight_coco_root(root)
 
 
 # config name -> the recipe id of benchmarks/reference.yaml (the others are their own)
@@ -197,22 +192,26 @@ def run(args) -> dict | None:
     """One process of the job (detectron2's launch calls it once per GPU)."""
     from detectron2.utils import comm
 
+    from pretrain.signals import StopSignals
     from transfer.detectron2.gate import load_backbone
+    from transfer.detectron2.guards import StopSignalHook, safe_resume
     from transfer.results import identity, pretrain_label, pretrain_seed, result_dataset, write_result
 
     cfg, loaded, changes = setup(args)
     meta = loaded[1]
     out = Path(cfg.OUTPUT_DIR)
-    trainer = _trainer_class()(cfg)
-    if comm.all_gather((out / "last_checkpoint").exists())[0]:   # rank 0 decides (resuming needs a shared folder)
-        logger.info("resuming from this run's own checkpoint (%s); the load gate ran at its first start",
-                    (out / "last_checkpoint").read_text().strip())
-        trainer.resume_or_load(resume=True)
-    else:
-        report = out / "load_report.json" if comm.is_main_process() else None
-        rep = load_backbone(trainer.model, loaded, report_path=report, source=str(args.weights))
-        logger.info("load gate passed: %s", rep.counts)
-    trainer.train()
+    with StopSignals() as stop:
+        trainer = _trainer_class()(cfg)
+        trainer.register_hooks([StopSignalHook(stop)])
+        if comm.all_gather((out / "last_checkpoint").exists())[0]:   # rank 0 decides (resuming needs a shared folder)
+            logger.info("resuming from this run's own checkpoint (%s); the load gate ran at its first start",
+                        (out / "last_checkpoint").read_text().strip())
+            safe_resume(trainer)        # only the run's own .pth files, weights_only (guards.SafeCheckpointer)
+        else:
+            report = out / "load_report.json" if comm.is_main_process() else None
+            rep = load_backbone(trainer.model, loaded, report_path=report, source=str(args.weights))
+            logger.info("load gate passed: %s", rep.counts)
+        trainer.train()
     if not comm.is_main_process():
         return None
     res = getattr(trainer, "_last_eval_results", None)
@@ -226,7 +225,9 @@ def run(args) -> dict | None:
     ident = identity(task="coco_det", dataset=result_dataset(args.data_root, "coco2017"), framework="detectron2",
                      recipe=RECIPE_IDS.get(args.config, args.config), backbone=backbone,
                      method=meta.get("method") or ("a2mim" if meta.get("format") == "openmixup" else "unknown"),
-                     pretrain=pretrain_label(meta), markers=["opts"] if args.opts else [])
+                     pretrain=pretrain_label(meta),
+                     markers=(["opts"] if getattr(args, "user_opts", args.opts) else [])
+                     + (["tiny"] if getattr(args, "tiny", False) else []))
     write_result(out, **ident, metrics=metrics, weights=str(args.weights), config=str(out / "config.yaml"),
                  data_root=str(Path(args.data_root).resolve()), load_report=str(out / "load_report.json"),
                  iterations=cfg.SOLVER.MAX_ITER, world_size=comm.get_world_size(), runtime_changes=changes,
@@ -236,16 +237,35 @@ def run(args) -> dict | None:
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(prog="python -m transfer.detectron2.train", description=__doc__.split("\n")[0])
-    ap.add_argument("--config", required=True, choices=sorted(CONFIGS))
+    ap.add_argument("--config", required=True, choices=sorted(CONFIGS),
+                    help="a config name (transfer/detectron2/configs.py), not a yaml path")
     ap.add_argument("--weights", required=True, help="exported .safetensors (+ .json) or official A²MIM .pth")
     ap.add_argument("--data-root", required=True, help="COCO root: annotations/instances_{train,val}2017.json, ...")
-    ap.add_argument("--output-dir", default=None, help="run folder (default runs/detectron2/<config>)")
+    ap.add_argument("--work-dir", "--output-dir", dest="output_dir", default=None,
+                    help="run folder (default runs/detectron2/<config>); --output-dir is the same flag")
+    ap.add_argument("--tiny", action="store_true",
+                    help="CPU smoke run: short side --tiny-size, 2 iterations, few RoIs (configs.tiny_opts; your "
+                         "KEY VALUE overrides still win); marks the protocol +tiny")
+    ap.add_argument("--tiny-size", type=int, default=96, help="with --tiny: the short side in px (default 96)")
+    ap.add_argument("--iters", type=int, default=None, help="with --tiny: training iterations (default 2)")
     ap.add_argument("--num-gpus", type=int, default=1, help="processes (GPUs) per machine")
     ap.add_argument("--num-machines", type=int, default=1)
     ap.add_argument("--machine-rank", type=int, default=0)
     ap.add_argument("--dist-url", default="auto", help="tcp://HOST:PORT of machine 0 ('auto': a free local port)")
+    ap.add_argument("--force-new", action="store_true",
+                    help="the output folder holds a run made from other inputs (or any run): move it aside, start fresh")
     ap.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides: KEY VALUE ...")
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if "--config-file" in argv or any(a.startswith("--config-file=") for a in argv):
+        ap.error("--config-file is detectron2's tools/train_net.py flag; here --config takes a config NAME, one of "
+                 f"{', '.join(sorted(CONFIGS))} (detectron2 overrides go last as KEY VALUE pairs)")
     args = ap.parse_args(argv)
+    if args.iters is not None and not args.tiny:
+        ap.error("--iters goes with --tiny (for a real run set SOLVER.MAX_ITER N)")
+    args.user_opts = list(args.opts)
+    if args.tiny:                  # the smoke settings first: the user's own KEY VALUE pairs override them
+        from transfer.detectron2.configs import tiny_opts
+        args.opts = tiny_opts(args.config, args.tiny_size, args.iters or 2) + args.user_opts
     args.output_dir = Path(args.output_dir or Path("runs/detectron2") / args.config)
     if args.dist_url == "auto" and args.num_machines > 1:
         ap.error("--dist-url tcp://HOST:PORT is required with --num-machines > 1")
@@ -253,28 +273,48 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """One machine of the job. Machine 0 holds the output folder's lock (pretrain/runlock.py) while its processes
+    run, and checks the folder's recorded inputs (pretrain/fingerprint.py) before anything is read from it."""
+    from pretrain.checkpoint import CheckpointError
+    from pretrain.datacheck import DatasetError
+    from pretrain.fingerprint import InputsChangedError, check_inputs, record
+    from pretrain.runlock import RunLock, RunLockError
+    from pretrain.signals import RunInterrupted
+
     args = parse_args(argv)
-    if (args.output_dir / "result.json").exists():
-        print(f"{args.output_dir}: complete (result.json exists); nothing to do")
-        return 0
-    try:  # fail before spawning workers: bad config keys, data layout, weights path
-        get_config(args.config, args.opts)
-        preflight_coco(args.data_root)
+    lock = RunLock(args.output_dir, what="transfer.detectron2.train")
+    try:
+        if args.machine_rank == 0:
+            lock.acquire()
+        cfg = get_config(args.config, args.opts)   # fail before spawning workers: bad config keys, data, weights
         if not Path(args.weights).is_file():
             raise FileNotFoundError(f"--weights {args.weights}: no such file")
-    except (KeyError, ValueError, FileNotFoundError, AssertionError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    from detectron2.engine import launch
+        if args.machine_rank == 0:
+            check_inputs(args.output_dir, record(json.loads(json.dumps(cfg, default=str)), args.weights,
+                                                 args.data_root),
+                         complete=(args.output_dir / "result.json").exists(), force_new=args.force_new)
+        if (args.output_dir / "result.json").exists():
+            print(f"{args.output_dir}: complete (result.json exists); nothing to do")
+            return 0
+        preflight_coco(args.data_root)
+        from detectron2.engine import launch
 
-    from transfer.weights import IncompleteLoadError
-
-    try:
-        launch(run, args.num_gpus, num_machines=args.num_machines, machine_rank=args.machine_rank,
-               dist_url=args.dist_url, args=(args,))
-    except (ValueError, FileNotFoundError, IncompleteLoadError) as e:   # kind mismatch, weights, load gate
-        print(f"error: {e}", file=sys.stderr)
+        from transfer.weights import IncompleteLoadError, WeightsFormatError
+        try:
+            launch(run, args.num_gpus, num_machines=args.num_machines, machine_rank=args.machine_rank,
+                   dist_url=args.dist_url, args=(args,))
+        except (IncompleteLoadError, WeightsFormatError, FloatingPointError) as e:   # load gate, weights, NaN loss
+            print(f"error: {type(e).__name__}: {e}", file=sys.stderr)
+            return 2
+    except RunInterrupted as e:
+        print(f"{e}", file=sys.stderr)
+        return e.code
+    except (KeyError, ValueError, FileNotFoundError, AssertionError, CheckpointError, DatasetError, RunLockError,
+            InputsChangedError) as e:
+        print(f"error: {type(e).__name__}: {e}", file=sys.stderr)
         return 2
+    finally:
+        lock.release()
     return 0
 
 

@@ -30,6 +30,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-root", help="ImageNet folder with train/ and val/ class folders (sets data.root)")
     p.add_argument("--work-dir", "--out", dest="work_dir", help="run folder (sets run.out_dir)")
     p.add_argument("--cache-dir", help="feature cache folder shared by protocols and seeds (sets run.cache_dir)")
+    p.add_argument("--force-new", action="store_true",
+                   help="the run folder holds a run made from other inputs (or any run): move it aside, start fresh")
     p.add_argument("overrides", nargs="*", help="dotted key=value overrides, e.g. probe.epochs=30 run.seed=1")
     return p
 
@@ -41,7 +43,24 @@ def _device(name: str):
     return torch.device(name)
 
 
-def run(cfg, markers=()) -> Path:
+def run(cfg, markers=(), force_new: bool = False) -> Path:
+    """The probe in its run folder, under the folder's lock (pretrain/runlock.py) and inputs record
+    (pretrain/fingerprint.py)."""
+    from omegaconf import OmegaConf
+
+    from pretrain.config import to_yaml
+    from pretrain.fingerprint import check_inputs, record
+    from pretrain.runlock import RunLock
+
+    out = Path(cfg.run.out_dir)
+    with RunLock(out, what="transfer.frozen.train"):
+        conf = OmegaConf.to_container(OmegaConf.create(to_yaml(cfg)))
+        check_inputs(out, record(conf, cfg.model.weights, cfg.data.root),
+                     complete=(out / "done").is_file() and (out / "result.json").is_file(), force_new=force_new)
+        return _run(cfg, markers)
+
+
+def _run(cfg, markers=()) -> Path:
     import torch
 
     from pretrain.config import to_yaml
@@ -120,6 +139,8 @@ def main(argv: list[str] | None = None) -> int:
     from pretrain.config import ConfigError
     from pretrain.data import DataError
     from pretrain.export_format import ExportFormatError
+    from pretrain.fingerprint import InputsChangedError
+    from pretrain.runlock import RunLockError
     from transfer.frozen.config import load_config
     from transfer.weights import IncompleteLoadError, WeightsFormatError
 
@@ -136,9 +157,13 @@ def main(argv: list[str] | None = None) -> int:
         if cfg.run.recipe is None:
             cfg.run.recipe = config.stem
         from transfer.results import override_markers
-        run(cfg, markers=override_markers(args.overrides))
+        run(cfg, markers=override_markers(args.overrides), force_new=args.force_new)
+    except KeyboardInterrupt:
+        print("interrupted: a frozen-feature probe keeps no checkpoints (its feature cache is kept); run it again",
+              file=sys.stderr)
+        return 130
     except (ConfigError, DataError, IncompleteLoadError, WeightsFormatError, ExportFormatError, FileNotFoundError,
-            ValueError) as e:
+            ValueError, RunLockError, InputsChangedError) as e:
         print(f"error: {type(e).__name__}: {e}", file=sys.stderr)
         return 1
     return 0
