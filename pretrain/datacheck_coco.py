@@ -127,8 +127,9 @@ def check_coco_json(ann_file: str | os.PathLike, img_dir: str | os.PathLike, cla
     if classes is not None:
         absent = [n for n in classes if n not in set(cats.values())]
         if absent:
-            rep.add(ann_file, f"class names of the config not among the json's categories: {absent[:10]} "
-                              f"(mmdet would shift every label); expected the names {sorted(cats.values())[:10]}...")
+            rep.add(ann_file, f"{len(absent)} of the config's {len(classes)} class names are not among the json's "
+                              f"{len(cats)} categories: {absent[:10]} (mmdet would shift every label); expected the "
+                              f"names {sorted(cats.values())[:10]}...")
     images, refused, files = _images(data, ann_file, img_dir, rep)
     seen_ids, names = set(), set(classes) if classes is not None else None
     unused = usable = crowd = 0
