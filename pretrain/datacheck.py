@@ -262,14 +262,3 @@ def check_ade_split(img_dir: str | os.PathLike, ann_dir: str | os.PathLike, num_
 def ann_or_img(folder: Path, suffix: str) -> list[Path]:
     """Files of `folder` (recursive, as mmseg lists them) ending in `suffix`."""
     return sorted(p for p in folder.rglob(f"*{suffix}") if p.is_file())
-
-
-# ---------------------------------------------------------------- COCO (pretrain.datacheck_coco), imported lazily
-_COCO_NAMES = ("check_coco_json", "check_coco_images", "confined_file")
-
-
-def __getattr__(name: str):
-    if name in _COCO_NAMES:   # lazily: datacheck_coco imports this module, in either import order
-        from pretrain import datacheck_coco
-        return getattr(datacheck_coco, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -15,7 +15,8 @@ from pretrain.a2mim import build_model
 from pretrain.config import PretrainConfig, changed_keys, to_dict, to_yaml
 from pretrain import backends
 from pretrain.fileio import atomic_write_text
-from pretrain.loop import Loop, Plan, build_scheduler, make_plan, run_loop, seed_all
+from pretrain.loop import Loop, Plan, build_scheduler, make_plan, seed_all
+from pretrain.runner import run_loop
 from pretrain.runlog import save_reconstruction
 
 log = logging.getLogger("pretrain")

@@ -386,7 +386,5 @@ class Loop:
         D.barrier()
 
 
-from pretrain.runner import on_main, run_loop  # noqa: E402  (the driver of a Loop: lock, inputs, signals)
 
-
-__all__ = ["DTYPES", "Loop", "Plan", "build_scheduler", "make_plan", "on_main", "run_loop", "seed_all"]
+__all__ = ["DTYPES", "Loop", "Plan", "build_scheduler", "make_plan", "seed_all"]   # the driver: pretrain.runner

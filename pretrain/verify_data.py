@@ -24,7 +24,8 @@ import os
 import sys
 from pathlib import Path
 
-from pretrain.datacheck import Report, check_ade_split, check_coco_images, check_coco_json, check_image_folder
+from pretrain.datacheck import Report, check_ade_split, check_image_folder
+from pretrain.datacheck_coco import check_coco_images, check_coco_json
 from pretrain.fileio import atomic_write_json
 
 COCO_SPLITS = ("train2017", "val2017")

@@ -25,26 +25,18 @@ from __future__ import annotations
 
 import hashlib
 import math
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from transfer.timm_body import build_timm_body  # noqa: F401  (re-exported: the one way to build a sidecar's model)
+
+if TYPE_CHECKING:
+    from transfer.weights import LoadReport
+
 BODY = "body."
-
-
-def build_timm_body(timm_name: str, timm_kwargs: dict, kind: str, img_size: int | None = None,
-                    drop_path: float | None = None) -> nn.Module:
-    """The timm model of a sidecar, without classifier; a ViT built for `img_size` (its position tables)."""
-    import timm
-
-    kw = {**dict(timm_kwargs or {}), "num_classes": 0}
-    if kind == "vit" and img_size is not None:
-        kw["img_size"] = int(img_size)
-    if drop_path is not None:
-        kw["drop_path_rate"] = float(drop_path)
-    return timm.create_model(timm_name, pretrained=False, **kw)
 
 
 class FeatureBackbone(nn.Module):

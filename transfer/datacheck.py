@@ -3,7 +3,7 @@
 message naming the file and the key, not a traceback from inside mmdet/mmseg (or a silently wrong run).
 
 What runs here (fast; `python -m pretrain.verify_data` decodes every image):
-  mmdet (CocoDataset and subclasses): the json structure (pretrain.datacheck.check_coco_json) against the config's
+  mmdet (CocoDataset and subclasses): the json structure (pretrain.datacheck_coco.check_coco_json) against the config's
     class names, then every image's header: present, readable, the size the json states.
   mmseg (BaseSegDataset and subclasses): image/label pairs, label mode and values in range for the dataset's
     classes and reduce_zero_label, label size == image size (image headers only).
@@ -26,7 +26,8 @@ import stat
 import sys
 from pathlib import Path
 
-from pretrain.datacheck import Report, check_ade_split, check_coco_images, check_coco_json
+from pretrain.datacheck import Report, check_ade_split
+from pretrain.datacheck_coco import check_coco_images, check_coco_json
 from pretrain.fileio import atomic_write_json
 
 CARD = "dataset.json"          # transfer.results.DATASET_CARD

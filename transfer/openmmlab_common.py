@@ -24,33 +24,20 @@ import json
 import math
 import os
 import sys
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 from pretrain.fingerprint import InputsChangedError, check_inputs, record
 from pretrain.runlock import RunLock, RunLockError
 from pretrain.signals import RunInterrupted, StopSignals
 from transfer.backbones import FeatureBackbone, load_exported
 from transfer.datacheck import config_datasets
-from transfer.openmmlab_config import (ConfigError, DataLayoutError, apply_tiny, check_cfg_options, check_layout,
+from transfer.openmmlab_config import (ConfigError, Framework, DataLayoutError, apply_tiny, check_cfg_options, check_layout,
                                        check_normalisation, forbid_silent_pretrained, set_data_root)
 from transfer.openmmlab_hooks import (ExactResumeHook, FiniteLossHook, MetricsJsonlHook, PlainCheckpointHook,
                                       StopSignalHook)
 from transfer.openmmlab_models import fill_exported_backbone
 from transfer.results import pretrain_seed, write_result
 from transfer.weights import load_backbone_into, read_backbone_weights
-
-
-@dataclass(frozen=True)
-class Framework:
-    name: str            # 'mmdet' | 'mmseg'
-    task: str            # result.json task
-    dataset: str         # result.json dataset
-    layout: str          # human description of the expected dataset layout
-    metrics: dict        # result key -> (evaluator key, factor to percent)
-    root_subdir: str = ""  # --data-root may also name the folder holding this one (ADEChallengeData2016)
-    configure: Callable | None = None   # (cfg) -> None: framework-specific set-up, after the data root is set
 
 
 def parse_args(fw: Framework, argv=None) -> argparse.Namespace:

@@ -9,13 +9,23 @@ from __future__ import annotations
 
 import difflib
 import os
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Callable
 
 from transfer.datacheck import config_datasets
 
-if TYPE_CHECKING:
-    from transfer.openmmlab_common import Framework
+
+@dataclass(frozen=True)
+class Framework:
+    name: str            # 'mmdet' | 'mmseg'
+    task: str            # result.json task
+    dataset: str         # result.json dataset
+    layout: str          # human description of the expected dataset layout
+    metrics: dict        # result key -> (evaluator key, factor to percent)
+    root_subdir: str = ""  # --data-root may also name the folder holding this one (ADEChallengeData2016)
+    configure: Callable | None = None   # (cfg) -> None: framework-specific set-up, after the data root is set
+
 
 
 class DataLayoutError(FileNotFoundError):

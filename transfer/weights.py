@@ -205,7 +205,7 @@ def check_sidecar(sd: Mapping[str, torch.Tensor], meta: dict, path: Path) -> Non
     if preset in PRESETS and not hand and PRESETS[preset].timm_name != name:
         raise WeightsFormatError(f"{path}: its sidecar says preset {preset!r} (timm {PRESETS[preset].timm_name}) but "
                                  f"timm_name {name!r}; the sidecar contradicts itself")
-    from transfer.backbones import build_timm_body
+    from transfer.timm_body import build_timm_body
     try:
         with torch.device("meta"):
             body = build_timm_body(name, meta.get("timm_kwargs") or {}, meta.get("kind", "cnn"), meta.get("input_size"))

@@ -13,7 +13,8 @@ import pytest
 from PIL import Image
 
 import corpus
-from pretrain.datacheck import DatasetError, check_coco_json
+from pretrain.datacheck import DatasetError
+from pretrain.datacheck_coco import check_coco_json
 
 REPO = Path(__file__).resolve().parents[2]
 MMDET_CFG = REPO / "transfer/mmdet/configs/mask_rcnn_r50_fpn_1x.py"

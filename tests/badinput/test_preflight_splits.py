@@ -10,7 +10,8 @@ import pytest
 from PIL import Image
 
 import corpus
-from pretrain.datacheck import DatasetError, check_ade_split, check_coco_json, check_image_folder
+from pretrain.datacheck import DatasetError, check_ade_split, check_image_folder
+from pretrain.datacheck_coco import check_coco_json
 from pretrain.imageio import IMG_EXTS
 from pretrain.verify_data import verify_ade
 

@@ -65,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         from transfer.classification.config import load_config
         cfg = load_config(config, [*over, *(TINY if args.tiny else []), *args.overrides])
-        from pretrain.loop import run_loop
+        from pretrain.runner import run_loop
         from transfer.classification.task import ClassificationLoop
         from transfer.results import override_markers
         loop = ClassificationLoop(cfg)
