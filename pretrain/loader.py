@@ -29,19 +29,26 @@ class _Loader(DataLoader):
 def _stop_workers_at_exit() -> None:
     """Workers ignore SIGTERM (the main process saves on it), so multiprocessing's own exit handler (terminate =
     SIGTERM, then join) would wait for a live one forever: stop them the DataLoader's way first (end marker on the
-    index queues, joined), and kill any worker still there. Registered at import, after torch.utils.data imported
-    multiprocessing, so it runs before multiprocessing's handler (atexit runs last-registered first)."""
+    index queues, joined), then end every daemonic child still there (any DataLoader's: mmengine's workers ignore
+    SIGTERM too, a2mim_worker_init_fn). Registered at import, after multiprocessing.util registered its handler, so it runs
+    before that one (atexit runs last-registered first)."""
     import multiprocessing
-    from torch.utils.data._utils.worker import _worker_loop
 
     for it in list(_ITERATORS):
         with contextlib.suppress(Exception):
             it._shutdown_workers()
+    # what multiprocessing's handler does to daemonic children (terminate, join), with a kill for one that ignores
+    # SIGTERM (a started Process no longer knows its target, so every daemonic child is treated alike)
     for p in multiprocessing.active_children():
-        if getattr(p, "_target", None) is _worker_loop:
-            p.kill()
-            p.join(5)
+        if p.daemon:
+            p.terminate()
+            p.join(2)
+            if p.is_alive():
+                p.kill()
+                p.join(5)
 
+
+import multiprocessing.util  # noqa: E402,F401  (registers multiprocessing's exit handler now, so that ours runs first)
 
 atexit.register(_stop_workers_at_exit)
 
