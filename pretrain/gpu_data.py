@@ -36,6 +36,18 @@ BACKENDS = ("torchcodec", "dali")
 INSTALL = {"torchcodec": "torchcodec (pip install torchcodec==0.17.0, or pip install .[gpu_data])",
            "dali": "nvidia-dali-cuda120 (pip install nvidia-dali-cuda120==2.4.0, or pip install .[dali])"}
 EXIF_ORIENTATION = 0x0112
+_MODULE = {"torchcodec": "torchcodec.decoders", "dali": "nvidia.dali"}
+
+
+def missing_library(backend: str) -> str | None:
+    """None when data.backend=`backend` can load its library here (pil always can), else why not."""
+    if backend not in _MODULE:
+        return None
+    try:
+        __import__(_MODULE[backend])
+    except Exception as e:   # an optional extra that is missing or does not load here
+        return f"{type(e).__name__}: {e}"
+    return None
 
 
 class NamedBytes(io.BytesIO):
@@ -180,10 +192,9 @@ class DaliBackend:
 
     def __init__(self, size: int, interpolation: str, device: torch.device, threads: int = 4,
                  max_batch: int = 256):
-        try:
-            import nvidia.dali  # noqa: F401
-        except Exception as e:
-            raise DataError(f"data.backend=dali needs {INSTALL['dali']} ({type(e).__name__}: {e})") from None
+        why = missing_library("dali")
+        if why:
+            raise DataError(f"data.backend=dali needs {INSTALL['dali']} ({why})")
         self.size, self.device, self.threads, self.max_batch = size, device, threads, max_batch
         self.interpolation, self.pipe = interpolation, None
 
@@ -256,25 +267,25 @@ class DeviceAugment:
     def fast(self, batch: EncodedBatch) -> torch.Tensor:
         """The whole batch on the device, no fallback (raises if the decoder refuses any sample). Touches no RNG,
         so it may run on a prefetch thread (pretrain.backends.DevicePrefetcher)."""
-        dev, S = self.backend.device, self.dataset.size
-        out = torch.empty(len(batch.data), 3, S, S, dtype=torch.uint8, device=dev)
-        enc = [i for i, d in enumerate(batch.data) if d is not None]
-        for i, r in enumerate(batch.ready):
-            if r is not None:
-                out[i] = r.to(dev, non_blocking=True)
+        out, enc = self._ready(batch)
         if enc:
             out[enc] = self.backend([batch.data[i] for i in enc], batch.params[enc])
         return out
 
+    def _ready(self, batch: EncodedBatch) -> tuple[torch.Tensor, list[int]]:
+        """(uint8 (B,3,S,S) on the device holding the host-made samples, indices of the encoded ones to decode)."""
+        S = self.dataset.size
+        out = torch.empty(len(batch.data), 3, S, S, dtype=torch.uint8, device=self.backend.device)
+        for i, r in enumerate(batch.ready):
+            if r is not None:
+                out[i] = r.to(out.device, non_blocking=True)
+        return out, [i for i, d in enumerate(batch.data) if d is not None]
+
     def __call__(self, batch: EncodedBatch) -> tuple[torch.Tensor, list[str]]:
         """The batch on the device with the fallbacks (module docstring); the fallback re-draws replacement samples
         with the global CPU generator forked (MaskedImageDataset.augment): call it on the training thread."""
-        dev, S = self.backend.device, self.dataset.size
-        out = torch.empty(len(batch.data), 3, S, S, dtype=torch.uint8, device=dev)
-        enc = [i for i, d in enumerate(batch.data) if d is not None]
-        for i, r in enumerate(batch.ready):
-            if r is not None:
-                out[i] = r.to(dev, non_blocking=True)
+        dev = self.backend.device
+        out, enc = self._ready(batch)
         skipped: list[str] = []
         if enc:
             try:

@@ -193,7 +193,7 @@ def forbid_silent_pretrained(cfg) -> None:
     if cfg.get("load_from"):
         found.append(f"load_from={cfg.load_from!r} (resume is automatic from the work dir)")
     if found:
-        raise ConfigError("config loads weights outside the load gate (silent strict=False loading): "
+        raise ConfigError("config loads weights outside the load gate (a non-strict load with no report): "
                           + "; ".join(found) + " — set them to None; --weights loads the backbone")
 
 

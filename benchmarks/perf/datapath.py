@@ -66,17 +66,8 @@ def trainer(model: str, backend: str, data: Path, args, run: Path) -> dict:
 
 def available(backends: list[str]) -> dict[str, str | None]:
     """backend -> None if its library imports here, else why not."""
-    out = {}
-    for b in backends:
-        try:
-            if b == "torchcodec":
-                import torchcodec.decoders  # noqa: F401
-            elif b == "dali":
-                import nvidia.dali  # noqa: F401
-            out[b] = None
-        except Exception as e:   # an optional extra that is missing or does not load here
-            out[b] = f"{type(e).__name__}: {e}"
-    return out
+    from pretrain.gpu_data import missing_library
+    return {b: missing_library(b) for b in backends}
 
 
 def main(argv=None) -> dict:

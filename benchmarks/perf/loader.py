@@ -147,17 +147,8 @@ def _transform(size: int):
 
 def available_pipelines() -> list[str]:
     """PIPELINES whose libraries import here (torchcodec, dali are optional)."""
-    out = []
-    for p in PIPELINES:
-        try:
-            if p == "torchcodec":
-                import torchcodec.decoders  # noqa: F401
-            elif p == "dali":
-                import nvidia.dali  # noqa: F401
-        except Exception:
-            continue
-        out.append(p)
-    return out
+    from pretrain.gpu_data import missing_library
+    return [p for p in PIPELINES if missing_library(p) is None]
 
 
 def _data_section(backend: str, args, workers: int):

@@ -38,11 +38,12 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     return p
 
 
-def resolve_config(name: str) -> Path:
+def resolve_config(name: str, config_dir: Path = CONFIG_DIR) -> Path:
+    """A YAML path as given, else <config_dir>/<name>.yaml (a preset name)."""
     path = Path(name)
     if path.is_file() or path.suffix in (".yaml", ".yml"):
         return path
-    return CONFIG_DIR / f"{name}.yaml"
+    return config_dir / f"{name}.yaml"
 
 
 def main(argv: list[str] | None = None) -> int:

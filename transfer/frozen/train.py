@@ -127,10 +127,9 @@ def _run(cfg, markers=()) -> Path:
 
 
 def resolve_config(name: str) -> Path:
-    path = Path(name)
-    if path.is_file() or path.suffix in (".yaml", ".yml"):
-        return path
-    return CONFIG_DIR / f"{name}.yaml"
+    """A path, or a name in transfer/frozen/configs/ (the classification entry point's rule)."""
+    from transfer.classification.train import resolve_config as resolve
+    return resolve(name, CONFIG_DIR)
 
 
 def main(argv: list[str] | None = None) -> int:
